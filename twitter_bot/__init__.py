@@ -1,0 +1,1 @@
+"""twitter-bot: X Direct Messages to conversational bots."""

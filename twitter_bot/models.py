@@ -1,0 +1,87 @@
+"""The internal message model shared by the webhook, the queue and the bridge.
+
+Ids are strings from the wire to the wire: X user ids exceed 2**53.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+AttachmentType = Literal["image", "video", "gif"]
+
+
+@dataclass(frozen=True)
+class Sender:
+    id: str
+    screen_name: str | None = None
+    name: str | None = None
+
+
+@dataclass(frozen=True)
+class Attachment:
+    type: AttachmentType
+    url: str
+    media_id: str | None = None
+
+
+@dataclass(frozen=True)
+class IncomingMessage:
+    """One DM from a user to a bot account, as accepted from an AAA or XAA delivery."""
+
+    event_id: str
+    bot_user_id: str
+    sender: Sender
+    # Milliseconds since the epoch, as X's created_timestamp.
+    created_timestamp_ms: int
+    text: str
+    quick_reply_payload: str | None = None
+    attachments: tuple[Attachment, ...] = field(default_factory=tuple)
+
+    @property
+    def conversation_id(self) -> str:
+        """X's one-to-one conversation id: both user ids, numerically smaller first."""
+        return conversation_id(self.bot_user_id, self.sender.id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "bot_user_id": self.bot_user_id,
+            "sender": {
+                "id": self.sender.id,
+                "screen_name": self.sender.screen_name,
+                "name": self.sender.name,
+            },
+            "created_timestamp_ms": self.created_timestamp_ms,
+            "text": self.text,
+            "quick_reply_payload": self.quick_reply_payload,
+            "attachments": [
+                {"type": a.type, "url": a.url, "media_id": a.media_id} for a in self.attachments
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> IncomingMessage:
+        sender = data["sender"]
+        return cls(
+            event_id=str(data["event_id"]),
+            bot_user_id=str(data["bot_user_id"]),
+            sender=Sender(
+                id=str(sender["id"]),
+                screen_name=sender.get("screen_name"),
+                name=sender.get("name"),
+            ),
+            created_timestamp_ms=int(data["created_timestamp_ms"]),
+            text=str(data["text"]),
+            quick_reply_payload=data.get("quick_reply_payload"),
+            attachments=tuple(
+                Attachment(type=a["type"], url=a["url"], media_id=a.get("media_id"))
+                for a in data.get("attachments", [])
+            ),
+        )
+
+
+def conversation_id(user_a: str, user_b: str) -> str:
+    """Join two user ids, the numerically smaller first, with '-'."""
+    low, high = sorted((user_a, user_b), key=int)
+    return f"{low}-{high}"
