@@ -24,7 +24,7 @@ from twitter_bot.settings import (
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "spec" / "reference-application.conf"
 APPLICATION_CONF = REPO / "conf" / "application.conf"
-DOCS = REPO / "docs" / "configuration.md"
+DOCS = REPO / "README.md"
 
 # The reference file's placeholders and what a deployment would put there.
 FILLED = {

@@ -1,0 +1,104 @@
+"""Shared fixtures: a real RabbitMQ vhost per run, settings with unique queue names per test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
+
+import aio_pika
+import pytest
+
+from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT, create_vhost, delete_vhost
+from twitter_bot.queue.base import Envelope
+from twitter_bot.settings import (
+    ApiSettings,
+    AuthSettings,
+    BotSettings,
+    BrokerHost,
+    GatewaySettings,
+    RabbitSettings,
+    Secret,
+    Settings,
+)
+
+CONSUMER_SECRET = "test-consumer-secret-9f8e7d"
+BOT_A_USER_ID = "1230981029831098231"
+BOT_B_USER_ID = "4337869213"
+USER_ID = "3001969357"
+
+
+@pytest.fixture(scope="session")
+def rabbit_vhost() -> Iterator[str]:
+    name = create_vhost()
+    yield name
+    delete_vhost(name)
+
+
+def make_settings(vhost: str, *, port: int = RABBIT_PORT, **rabbit_overrides: object) -> Settings:
+    rabbit = RabbitSettings(
+        hosts=(BrokerHost(RABBIT_HOST, port),),
+        username="guest",
+        password=Secret("guest"),
+        virtual_host=vhost,
+        queue_prefix=f"t-{uuid.uuid4().hex[:10]}",
+        connect_timeout=2.0,
+    )
+    return Settings(
+        auth=AuthSettings(
+            consumer_key="test-consumer-key",
+            consumer_secret=Secret(CONSUMER_SECRET),
+            bearer_token=Secret("test-bearer-token-1a2b3c"),
+            default_access_token=Secret("1111-test-default-access-token"),
+            default_access_secret=Secret("test-default-access-secret-4d5e"),
+        ),
+        api=ApiSettings(webhook_url="https://bot.example.com/webhooks"),
+        bots=(
+            BotSettings(
+                user_id=BOT_A_USER_ID,
+                bot_id="bot-a",
+                access_token=Secret(f"{BOT_A_USER_ID}-bot-a-access-token"),
+                access_secret=Secret("bot-a-access-secret-7g8h"),
+            ),
+            BotSettings(
+                user_id=BOT_B_USER_ID,
+                bot_id="bot-b",
+                access_token=Secret(f"{BOT_B_USER_ID}-bot-b-access-token"),
+                access_secret=Secret("bot-b-access-secret-9i0j"),
+            ),
+        ),
+        gateway=GatewaySettings(url="http://127.0.0.1:9/gateway"),
+        rabbit=replace(rabbit, **rabbit_overrides),  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def settings(rabbit_vhost: str) -> Settings:
+    return make_settings(rabbit_vhost)
+
+
+async def drain_queued(settings: Settings) -> list[Envelope]:
+    """Consume back (and remove) every envelope queued under the settings' prefix, by shard."""
+    from twitter_bot.app import topology_for
+
+    topology = topology_for(settings)
+    connection = await aio_pika.connect(
+        host=RABBIT_HOST, port=RABBIT_PORT, virtualhost=settings.rabbit.virtual_host
+    )
+    found: list[Envelope] = []
+    async with connection:
+        channel = await connection.channel()
+        for shard in range(topology.shards):
+            queue = await channel.get_queue(topology.shard_queue(shard))
+            while (message := await queue.get(fail=False, no_ack=True)) is not None:
+                found.append(Envelope.decode(message.body))
+    return found
+
+
+@pytest.fixture
+async def rabbit_channel(rabbit_vhost: str) -> AsyncIterator[aio_pika.abc.AbstractChannel]:
+    connection = await aio_pika.connect(
+        host=RABBIT_HOST, port=RABBIT_PORT, virtualhost=rabbit_vhost
+    )
+    async with connection:
+        yield await connection.channel()

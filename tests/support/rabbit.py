@@ -1,0 +1,33 @@
+"""Real RabbitMQ for tests: a throw-away virtual host per test run."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import uuid
+
+RABBIT_HOST = "127.0.0.1"
+RABBIT_PORT = 5672
+
+
+def _ctl(*args: str) -> None:
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        raise RuntimeError("rabbitmqctl not found: the tests need the local RabbitMQ")
+    subprocess.run([ctl, "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+def create_vhost() -> str:
+    """Create a uniquely named vhost that guest may use; return its name."""
+    name = f"twitter-bot-test-{uuid.uuid4().hex[:12]}"
+    _ctl("add_vhost", name)
+    _ctl("set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+    return name
+
+
+def delete_vhost(name: str) -> None:
+    _ctl("delete_vhost", name)
+
+
+def set_policy(vhost: str, name: str, pattern: str, definition: str) -> None:
+    _ctl("set_policy", "-p", vhost, "--apply-to", "queues", name, pattern, definition)

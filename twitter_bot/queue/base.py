@@ -1,0 +1,68 @@
+"""The broker port: what the webhook and the bridge need from a durable queue."""
+
+from __future__ import annotations
+
+import json
+import zlib
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class PublishError(Exception):
+    """The broker did not durably accept a message; the caller must not report success."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One unit of work on the queue: a user's DM, or messages pushed by the bot platform.
+
+    ``conversation_id`` decides the shard, so one conversation is always consumed
+    in order by one consumer; ``message_id`` is the deduplication and idempotency key.
+    """
+
+    kind: str
+    message_id: str
+    conversation_id: str
+    payload: dict[str, Any]
+    # Wall-clock seconds when the webhook accepted it, for end-to-end latency.
+    accepted_at: float
+    headers: dict[str, str] = field(default_factory=dict)
+
+    def encode(self) -> bytes:
+        return json.dumps(
+            {
+                "kind": self.kind,
+                "message_id": self.message_id,
+                "conversation_id": self.conversation_id,
+                "accepted_at": self.accepted_at,
+                "payload": self.payload,
+            },
+            separators=(",", ":"),
+            ensure_ascii=False,
+        ).encode()
+
+    @classmethod
+    def decode(cls, body: bytes, headers: dict[str, str] | None = None) -> Envelope:
+        data = json.loads(body)
+        return cls(
+            kind=str(data["kind"]),
+            message_id=str(data["message_id"]),
+            conversation_id=str(data["conversation_id"]),
+            payload=dict(data["payload"]),
+            accepted_at=float(data["accepted_at"]),
+            headers=dict(headers or {}),
+        )
+
+
+def shard_of(conversation_id: str, shards: int) -> int:
+    """A stable shard number for a conversation: the same on every instance and restart."""
+    return zlib.crc32(conversation_id.encode()) % shards
+
+
+class Publisher(Protocol):
+    """Durably enqueue envelopes: returns only once the broker confirmed every one."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    async def publish(self, envelopes: list[Envelope]) -> None: ...
