@@ -66,3 +66,21 @@ class Publisher(Protocol):
     def ready(self) -> bool: ...
 
     async def publish(self, envelopes: list[Envelope]) -> None: ...
+
+
+# Envelope kinds.
+DM_KIND = "dm"  # payload: IncomingMessage.to_dict()
+# payload: {"bot_user_id", "recipient_id", "messages": [gateway reply objects, section 2]}
+PUSH_KIND = "push"
+
+# Headers the bridge sets on messages it retries later or gives up on.
+HEADER_ATTEMPT = "x-attempt"  # int: attempts made so far
+HEADER_NOT_BEFORE = "x-not-before"  # float epoch seconds: do not process before
+HEADER_DEAD_REASON = "x-dead-letter-reason"  # short human text
+HEADER_ERROR_KIND = "x-error-kind"  # "gateway" | "x" | "attempts-exhausted" | "invalid"
+HEADER_ERROR_STATUS = "x-error-status"  # int HTTP status, when there was one
+HEADER_ERROR_CODE = "x-error-code"  # int X error code, when there was one
+HEADER_ERROR_BODY = "x-error-body"  # str, at most 500 characters
+HEADER_DEAD_AT = "x-dead-lettered-at"  # ISO-8601 UTC
+HEADER_BOT_ID = "x-bot-id"
+HEADER_CONVERSATION_ID = "x-conversation-id"
