@@ -439,7 +439,8 @@ class FakeX:
 
     def make_app(self) -> web.Application:
         """A new web.Application over this fake's state (one per server)."""
-        app = web.Application()
+        # Room for a full 5 MB APPEND segment plus its multipart framing.
+        app = web.Application(client_max_size=6 * 1024 * 1024)
         route = self._route
         app.router.add_post(
             "/1.1/direct_messages/events/new.json", route(_const(EndpointKind.DM_V11), self._dm_v11)

@@ -7,6 +7,7 @@ credentials. The aiohttp session belongs to the caller.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -204,8 +205,9 @@ class XClient:
         multipart.add_field("command", "APPEND")
         multipart.add_field("media_id", media_id)
         multipart.add_field("segment_index", str(segment_index))
+        # A BytesIO, not bytes: aiohttp warns (ResourceWarning) on large raw byte fields.
         multipart.add_field(
-            "media", chunk, filename="blob", content_type="application/octet-stream"
+            "media", io.BytesIO(chunk), filename="blob", content_type="application/octet-stream"
         )
         await self._call(creds, "POST", self._upload_endpoint, multipart=multipart)
 

@@ -49,8 +49,8 @@ def _quick_reply_option(option: QuickReplyOption) -> dict[str, str]:
 
 
 def v2_message(text: str, media_id: str | None = None) -> dict[str, Any]:
-    """The `dm_conversations/with/{id}/messages` body."""
-    body: dict[str, Any] = {"text": text}
+    """The `dm_conversations/with/{id}/messages` body (text left out when empty beside media)."""
+    body: dict[str, Any] = {"text": text} if text or media_id is None else {}
     if media_id is not None:
         body["attachments"] = [{"media_id": media_id}]
     return body
