@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from typing import Literal
 
 import structlog
 from aiohttp import web
 
+from twitter_bot.bridge.service import BridgeService
 from twitter_bot.health import HealthHandler, Lifecycle
 from twitter_bot.metrics import Metrics
+from twitter_bot.push_api import PushHandler
 from twitter_bot.queue.rabbit import RabbitConnection, RabbitPublisher, Topology
 from twitter_bot.settings import Settings
 from twitter_bot.webhook.dedupe import RecentEventIds
@@ -21,6 +24,7 @@ METRICS = web.AppKey("metrics", Metrics)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
 BROKER = web.AppKey("broker", RabbitConnection)
 PUBLISHER = web.AppKey("publisher", RabbitPublisher)
+BRIDGE = web.AppKey("bridge", BridgeService)
 
 
 def topology_for(settings: Settings) -> Topology:
@@ -41,8 +45,18 @@ def _broker_ctx(
     return broker
 
 
-def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Application:
-    """Build the daemon's web application; resources open in its cleanup contexts."""
+Role = Literal["webhook", "worker", "all"]
+ROLES: tuple[Role, ...] = ("all", "webhook", "worker")
+
+
+def create_app(
+    settings: Settings, metrics: Metrics | None = None, role: Role = "all"
+) -> web.Application:
+    """Build the daemon's web application; resources open in its cleanup contexts.
+
+    ``webhook`` answers X and fills the queue; ``worker`` consumes it and talks to
+    the bots (serving only health and metrics); ``all`` does both.
+    """
     metrics = metrics or Metrics()
     app = web.Application(client_max_size=settings.http.max_body_size)
     lifecycle = Lifecycle()
@@ -66,14 +80,33 @@ def create_app(settings: Settings, metrics: Metrics | None = None) -> web.Applic
     app[LIFECYCLE] = lifecycle
     app[BROKER] = connection
     app[PUBLISHER] = publisher
-    app.cleanup_ctx.append(_broker_ctx(connection, rabbit.connect_timeout))
+    if role == "webhook":
+        app.cleanup_ctx.append(_broker_ctx(connection, rabbit.connect_timeout))
+    else:
+        bridge = BridgeService(settings, connection, publisher, metrics)
+        app[BRIDGE] = bridge
+        # Order matters: teardown runs in reverse, so the bridge drains before the
+        # broker connection closes, and the HTTP sessions close last.
+        app.cleanup_ctx.append(bridge.resources)
+        app.cleanup_ctx.append(_broker_ctx(connection, rabbit.connect_timeout))
+        app.cleanup_ctx.append(bridge.drain)
 
-    WebhookHandler(
-        consumer_secret=settings.auth.consumer_secret.value,
-        bot_ids_by_user_id={bot.user_id: bot.bot_id for bot in settings.bots},
-        publisher=publisher,
-        recent_ids=RecentEventIds(settings.webhook.dedupe_ttl, settings.webhook.dedupe_max_entries),
-        metrics=metrics,
-    ).add_routes(app, settings.webhook.path)
+    if role != "worker":
+        WebhookHandler(
+            consumer_secret=settings.auth.consumer_secret.value,
+            bot_ids_by_user_id={bot.user_id: bot.bot_id for bot in settings.bots},
+            publisher=publisher,
+            recent_ids=RecentEventIds(
+                settings.webhook.dedupe_ttl, settings.webhook.dedupe_max_entries
+            ),
+            metrics=metrics,
+        ).add_routes(app, settings.webhook.path)
+        if settings.push_api.token:  # off without a token: the route does not exist
+            PushHandler(
+                token=settings.push_api.token.value,
+                bots=settings.bots,
+                publisher=publisher,
+                metrics=metrics,
+            ).add_routes(app)
     HealthHandler(lifecycle, publisher, metrics).add_routes(app)
     return app

@@ -1,4 +1,4 @@
-"""The ``twitter-bot`` command line: ``run`` and ``check-config``."""
+"""The ``twitter-bot`` command line: ``run``, ``check-config`` and ``dead-letters``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+from twitter_bot import deadletters
 from twitter_bot.daemon import serve
 from twitter_bot.logs import configure_logging
 from twitter_bot.settings import ConfigError, Settings, load_settings, render_summary
@@ -31,7 +32,59 @@ def _parser() -> argparse.ArgumentParser:
             "--config",
             help=f"HOCON file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})",
         )
+    _add_dead_letters(commands)
     return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, not {text!r}")
+    return value
+
+
+def _add_dead_letters(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``dead-letters list|retry|purge``: inspect and re-drive the dead-letter queue."""
+    group = commands.add_parser(
+        "dead-letters", help="list, retry (re-drive) or purge the dead-letter queue"
+    )
+    actions = group.add_subparsers(dest="action", required=True)
+    listing = actions.add_parser("list", help="show dead letters, oldest first, consuming nothing")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.add_argument("--limit", type=_positive_int, help="show at most N")
+    selective = [
+        actions.add_parser("retry", help="re-drive dead letters to their conversation's shard"),
+        actions.add_parser("purge", help="remove dead letters for good"),
+    ]
+    for command in selective:
+        which = command.add_mutually_exclusive_group(required=True)
+        which.add_argument(
+            "--id", action="append", dest="ids", metavar="MESSAGE_ID", help="repeatable"
+        )
+        which.add_argument("--all", action="store_true", help="every dead letter")
+    for command in (listing, *selective):
+        command.add_argument(
+            "--config",
+            help=f"HOCON file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})",
+        )
+
+
+def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    # The command's output is its report: library log lines (aiormq logs a
+    # refused connection as an error) would only clutter it.
+    configure_logging("critical", settings.logging.format, secret_values(settings))
+    command = deadletters.Command(
+        action=args.action,
+        selection=deadletters.Selection(
+            ids=frozenset(getattr(args, "ids", None) or ()), all=getattr(args, "all", False)
+        ),
+        limit=getattr(args, "limit", None),
+        as_json=getattr(args, "json", False),
+    )
+    return deadletters.run(settings, command)
 
 
 def config_path(explicit: str | None) -> str:
@@ -72,4 +125,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"configuration {path}: OK")
         print(render_summary(settings))
         return 0
+    if args.command == "dead-letters":
+        return _dead_letters(settings, args)
     return _run(settings)

@@ -8,19 +8,19 @@ import signal
 import structlog
 from aiohttp import web
 
-from twitter_bot.app import LIFECYCLE, create_app
+from twitter_bot.app import LIFECYCLE, Role, create_app
 from twitter_bot.settings import Settings
 
 log = structlog.get_logger(__name__)
 
 
-async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
-    """Serve until ``stop`` is set (by SIGTERM or SIGINT when not given)."""
+async def serve(settings: Settings, role: Role = "all", stop: asyncio.Event | None = None) -> None:
+    """Serve ``role`` until ``stop`` is set (by SIGTERM or SIGINT when not given)."""
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    app = create_app(settings)
+    app = create_app(settings, role=role)
     runner = web.AppRunner(
         app,
         handle_signals=False,
@@ -31,7 +31,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     try:
         site = web.TCPSite(runner, settings.http.host, settings.http.port, reuse_address=True)
         await site.start()
-        log.info("daemon.started", host=settings.http.host, port=settings.http.port)
+        log.info("daemon.started", host=settings.http.host, port=settings.http.port, role=role)
         await stop.wait()
         # Readiness turns 503 at once, so a load balancer stops routing to us
         # while in-flight deliveries finish.

@@ -38,6 +38,18 @@ class Metrics:
             "DMs durably queued (publisher-confirmed).",
             registry=r,
         )
+        self.push_requests = Counter(
+            "twitter_bot_push_requests",
+            "Push API requests by outcome: accepted, unauthorized, unknown_bot, invalid, "
+            "unavailable.",
+            ["outcome"],
+            registry=r,
+        )
+        self.push_messages_queued = Counter(
+            "twitter_bot_push_messages_queued",
+            "Messages in pushes durably queued (publisher-confirmed).",
+            registry=r,
+        )
         self.crc_requests = Counter(
             "twitter_bot_webhook_crc_requests", "CRC challenges answered.", registry=r
         )
@@ -45,6 +57,41 @@ class Metrics:
             "twitter_bot_publish_confirm_seconds",
             "Time from publish to broker confirm of one delivery's messages.",
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
+        self.messages_bridged = Counter(
+            "twitter_bot_bridge_messages",
+            "Queued messages finished by the bridge, by outcome.",
+            ["outcome"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "twitter_bot_bridge_retries",
+            "Attempts that failed transiently and were scheduled again, by error kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "twitter_bot_bridge_dead_letters",
+            "Messages moved to the dead-letter queue, by error kind.",
+            ["kind"],
+            registry=r,
+        )
+        self.parked = Counter(
+            "twitter_bot_bridge_parked",
+            "Messages parked in the delay queue instead of being held.",
+            registry=r,
+        )
+        self.rate_limit_pauses = Counter(
+            "twitter_bot_bridge_rate_limit_pauses",
+            "Times a bot's sending was paused by an X rate limit, by bot id.",
+            ["bot_id"],
+            registry=r,
+        )
+        self.end_to_end_seconds = Histogram(
+            "twitter_bot_bridge_end_to_end_seconds",
+            "From webhook accept to the last reply sent.",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
             registry=r,
         )
         self.broker_connected = Gauge(

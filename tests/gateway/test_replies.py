@@ -207,3 +207,32 @@ def test_malformed_body_is_refused(body: Any, field: str, parse: Any) -> None:
         parse(body)
 
     assert caught.value.field == field
+
+
+def test_reply_to_json_round_trips_through_the_parser() -> None:
+    from twitter_bot.gateway import reply_to_json
+
+    body = {
+        "messages": [
+            {"type": "text", "text": "Hello Alice!"},
+            {
+                "type": "text",
+                "text": "What next?",
+                "quick_replies": [
+                    {"label": "Order status", "description": "Track a parcel", "payload": "status"},
+                    {"label": "Talk to a human", "payload": "human"},
+                ],
+            },
+            {
+                "type": "image",
+                "url": "https://cdn.example.com/map.png",
+                "text": "Our shop",
+                "alt_text": "Map",
+            },
+            {"type": "video", "url": "https://cdn.example.com/clip.mp4"},
+            {"type": "typing"},
+        ]
+    }
+    replies = parse_replies(body).replies
+    assert [reply_to_json(r) for r in replies] == body["messages"]
+    assert parse_replies({"messages": [reply_to_json(r) for r in replies]}).replies == replies

@@ -65,7 +65,7 @@ chatbots.twitter-bot {{
   webhooks-messaging {{
     message-timeout: 15s
   }}
-  http {{ host: "127.0.0.1", port: {http_port}, shutdown-grace: 1s }}
+  http {{ host: "127.0.0.1", port: {http_port}, shutdown-grace: 1s, shutdown-timeout: 3s }}
   logging {{ level: debug, format: json }}
 }}
 chatbots.gateway-api.url: "http://127.0.0.1:9/gateway"

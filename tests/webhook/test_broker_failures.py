@@ -44,7 +44,7 @@ async def test_broker_cut_gives_503_then_recovers_without_restart(
     aiohttp_client, rabbit_vhost: str, proxy: TcpProxy
 ) -> None:
     settings = make_settings(rabbit_vhost, port=proxy.port)
-    client = await aiohttp_client(create_app(settings))
+    client = await aiohttp_client(create_app(settings, role="webhook"))
     assert (await post_dm(client, "100")).status == 200
 
     await proxy.cut()
@@ -66,7 +66,7 @@ async def test_unconfirmed_publish_is_503_within_the_bound(
     aiohttp_client, rabbit_vhost: str, proxy: TcpProxy
 ) -> None:
     settings = make_settings(rabbit_vhost, port=proxy.port, publish_timeout=0.5)
-    client = await aiohttp_client(create_app(settings))
+    client = await aiohttp_client(create_app(settings, role="webhook"))
     proxy.stall()
     started = time.perf_counter()
     response = await post_dm(client, "200")
@@ -86,7 +86,7 @@ async def test_broker_down_at_start_then_up(
 ) -> None:
     await proxy.cut()
     settings = make_settings(rabbit_vhost, port=proxy.port, connect_timeout=0.3)
-    client = await aiohttp_client(create_app(settings))
+    client = await aiohttp_client(create_app(settings, role="webhook"))
     assert (await client.get("/health/ready")).status == 503
     assert (await post_dm(client, "300")).status == 503
     await proxy.restore()
@@ -97,7 +97,7 @@ async def test_broker_down_at_start_then_up(
 async def test_unroutable_publish_is_returned_and_503(
     aiohttp_client, settings, rabbit_channel
 ) -> None:  # type: ignore[no-untyped-def]
-    client = await aiohttp_client(create_app(settings))
+    client = await aiohttp_client(create_app(settings, role="webhook"))
     topology = topology_for(settings)
     for shard in range(topology.shards):
         await rabbit_channel.queue_delete(topology.shard_queue(shard))
@@ -112,7 +112,7 @@ async def test_nacked_publish_is_503(aiohttp_client, settings) -> None:  # type:
         f"^{prefix}\\.incoming\\.",
         '{"max-length": 0, "overflow": "reject-publish"}',
     )
-    client = await aiohttp_client(create_app(settings))
+    client = await aiohttp_client(create_app(settings, role="webhook"))
     assert (await post_dm(client, "500")).status == 503
     metrics = await (await client.get("/metrics")).text()
     assert 'twitter_bot_webhook_deliveries_total{outcome="unavailable"} 1.0' in metrics

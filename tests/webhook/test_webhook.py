@@ -24,7 +24,7 @@ from twitter_bot.webhook.signature import SIGNATURE_HEADER, crc_response_token, 
 
 
 async def client_for(aiohttp_client, settings: Settings) -> TestClient:  # type: ignore[no-untyped-def]
-    return await aiohttp_client(create_app(settings))
+    return await aiohttp_client(create_app(settings, role="webhook"))
 
 
 async def post(client: TestClient, body: dict | bytes, secret: str = CONSUMER_SECRET):  # type: ignore[no-untyped-def,type-arg]

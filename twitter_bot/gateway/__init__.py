@@ -27,6 +27,7 @@ from twitter_bot.gateway.replies import (
     TypingReply,
     parse_replies,
     parse_replies_strict,
+    reply_to_json,
 )
 
 __all__ = [
@@ -52,4 +53,5 @@ __all__ = [
     "parse_replies",
     "parse_replies_strict",
     "parse_retry_after",
+    "reply_to_json",
 ]

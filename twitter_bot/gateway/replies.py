@@ -216,3 +216,24 @@ def _is_http_url(url: str) -> bool:
     except ValueError:
         return False
     return parts.scheme.lower() in {"http", "https"} and bool(parts.hostname)
+
+
+def reply_to_json(reply: Reply) -> dict[str, Any]:
+    """A reply as the section-2 message object it was parsed from (parse_replies inverts it)."""
+    if isinstance(reply, TextReply):
+        text: dict[str, Any] = {"type": "text", "text": reply.text}
+        if reply.quick_replies:
+            text["quick_replies"] = [
+                {"label": q.label, "payload": q.payload}
+                | ({"description": q.description} if q.description else {})
+                for q in reply.quick_replies
+            ]
+        return text
+    if isinstance(reply, MediaReply):
+        media: dict[str, Any] = {"type": reply.kind, "url": reply.url}
+        if reply.text:
+            media["text"] = reply.text
+        if reply.alt_text:
+            media["alt_text"] = reply.alt_text
+        return media
+    return {"type": "typing"}

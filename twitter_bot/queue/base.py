@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -26,24 +27,33 @@ class Envelope:
     payload: dict[str, Any]
     # Wall-clock seconds when the webhook accepted it, for end-to-end latency.
     accepted_at: float
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, Any] = field(default_factory=dict)
+    # Set by the bridge once the bot answered: {"answer": [reply objects], "sent": n}.
+    # Travels with a retried message so the gateway is not asked twice and
+    # replies already sent are not sent again.
+    progress: dict[str, Any] | None = None
 
     def encode(self) -> bytes:
+        data: dict[str, Any] = {
+            "kind": self.kind,
+            "message_id": self.message_id,
+            "conversation_id": self.conversation_id,
+            "accepted_at": self.accepted_at,
+            "payload": self.payload,
+        }
+        if self.progress is not None:
+            data["progress"] = self.progress
         return json.dumps(
-            {
-                "kind": self.kind,
-                "message_id": self.message_id,
-                "conversation_id": self.conversation_id,
-                "accepted_at": self.accepted_at,
-                "payload": self.payload,
-            },
+            data,
             separators=(",", ":"),
             ensure_ascii=False,
         ).encode()
 
     @classmethod
-    def decode(cls, body: bytes, headers: dict[str, str] | None = None) -> Envelope:
+    def decode(cls, body: bytes, headers: Mapping[str, Any] | None = None) -> Envelope:
+        """Parse an encoded envelope; raises ValueError (or KeyError/TypeError) when malformed."""
         data = json.loads(body)
+        progress = data.get("progress")
         return cls(
             kind=str(data["kind"]),
             message_id=str(data["message_id"]),
@@ -51,6 +61,7 @@ class Envelope:
             payload=dict(data["payload"]),
             accepted_at=float(data["accepted_at"]),
             headers=dict(headers or {}),
+            progress=dict(progress) if progress is not None else None,
         )
 
 

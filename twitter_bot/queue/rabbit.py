@@ -13,8 +13,9 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import aio_pika
 import aiormq
@@ -23,10 +24,25 @@ from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
     AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
     DeliveryMode,
 )
 
-from twitter_bot.queue.base import Envelope, PublishError, shard_of
+from twitter_bot.queue.base import (
+    HEADER_ATTEMPT,
+    HEADER_BOT_ID,
+    HEADER_DEAD_AT,
+    HEADER_DEAD_REASON,
+    HEADER_ERROR_BODY,
+    HEADER_ERROR_CODE,
+    HEADER_ERROR_KIND,
+    HEADER_ERROR_STATUS,
+    HEADER_NOT_BEFORE,
+    Envelope,
+    PublishError,
+    shard_of,
+)
 from twitter_bot.settings import BrokerHost
 
 log = structlog.get_logger(__name__)
@@ -34,9 +50,22 @@ log = structlog.get_logger(__name__)
 ConnectedCallback = Callable[[AbstractConnection], Awaitable[None]]
 
 
+# Delay tiers (seconds) for parked messages. A parked message waits in the
+# largest tier not longer than its remaining delay; within one tier the TTL is
+# uniform, so the queue stays FIFO and expiry never waits behind a longer TTL.
+DELAY_TIERS = (1, 5, 30, 120, 600, 3600)
+DELAY_TIER_HEADER = "x-delay-tier"
+
+
+def delay_tier(seconds: float) -> int:
+    """The largest tier not longer than ``seconds`` (the shortest for small delays)."""
+    fitting = [tier for tier in DELAY_TIERS if tier <= seconds]
+    return fitting[-1] if fitting else DELAY_TIERS[0]
+
+
 @dataclass(frozen=True)
 class Topology:
-    """Names of the exchange and queues, all derived from one prefix."""
+    """Names of the exchanges and queues, all derived from one prefix."""
 
     prefix: str
     shards: int
@@ -45,11 +74,18 @@ class Topology:
     def exchange(self) -> str:
         return self.prefix
 
+    @property
+    def delay_exchange(self) -> str:
+        return f"{self.prefix}.delay"
+
     def shard_routing_key(self, shard: int) -> str:
         return f"incoming.{shard}"
 
     def shard_queue(self, shard: int) -> str:
         return f"{self.prefix}.incoming.{shard}"
+
+    def delay_queue(self, tier: int) -> str:
+        return f"{self.prefix}.delay.{tier}s"
 
     @property
     def dead_letter_routing_key(self) -> str:
@@ -63,8 +99,25 @@ class Topology:
         return self.shard_routing_key(shard_of(conversation_id, self.shards))
 
 
-async def declare_topology(channel: AbstractChannel, topology: Topology) -> AbstractExchange:
-    """Declare (idempotently) the durable exchange, shard queues and dead-letter queue."""
+def shard_queue_arguments(topology: Topology) -> dict[str, Any]:
+    return {
+        # One active consumer per shard keeps a conversation's messages in order
+        # even when several instances consume the same broker.
+        "x-single-active-consumer": True,
+        # A message the bridge cannot even decode is rejected into the dead letters.
+        "x-dead-letter-exchange": topology.exchange,
+        "x-dead-letter-routing-key": topology.dead_letter_routing_key,
+    }
+
+
+@dataclass(frozen=True)
+class Exchanges:
+    main: AbstractExchange
+    delay: AbstractExchange
+
+
+async def declare_topology(channel: AbstractChannel, topology: Topology) -> Exchanges:
+    """Declare (idempotently) exchanges, shard queues, delay tiers and the dead-letter queue."""
     exchange = await channel.declare_exchange(
         topology.exchange, aio_pika.ExchangeType.DIRECT, durable=True
     )
@@ -72,14 +125,24 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
         queue = await channel.declare_queue(
             topology.shard_queue(shard),
             durable=True,
-            # One active consumer per shard keeps a conversation's messages in order
-            # even when several instances consume the same broker.
-            arguments={"x-single-active-consumer": True},
+            arguments=shard_queue_arguments(topology),
         )
         await queue.bind(exchange, topology.shard_routing_key(shard))
     dead_letters = await channel.declare_queue(topology.dead_letter_queue, durable=True)
     await dead_letters.bind(exchange, topology.dead_letter_routing_key)
-    return exchange
+    delay = await channel.declare_exchange(
+        topology.delay_exchange, aio_pika.ExchangeType.HEADERS, durable=True
+    )
+    for tier in DELAY_TIERS:
+        tier_queue = await channel.declare_queue(
+            topology.delay_queue(tier),
+            durable=True,
+            # Expired messages go back to the main exchange with their own
+            # routing key, i.e. to the shard they came from.
+            arguments={"x-message-ttl": tier * 1000, "x-dead-letter-exchange": topology.exchange},
+        )
+        await tier_queue.bind(delay, arguments={"x-match": "all", DELAY_TIER_HEADER: str(tier)})
+    return Exchanges(main=exchange, delay=delay)
 
 
 @dataclass(frozen=True)
@@ -153,7 +216,7 @@ class RabbitConnection:
         self._connected.clear()
         if conn is not None and not conn.is_closed:
             with contextlib.suppress(Exception):
-                await conn.close()
+                await asyncio.wait_for(conn.close(), self._connect_timeout)
 
     async def _supervise(self) -> None:
         attempt = 0
@@ -213,7 +276,7 @@ class RabbitConnection:
 
 
 class RabbitPublisher:
-    """Publishes envelopes as persistent, mandatory messages and waits for the confirms."""
+    """Publishes persistent, mandatory messages on a confirm channel and waits for the confirms."""
 
     def __init__(
         self,
@@ -228,14 +291,18 @@ class RabbitPublisher:
         self._confirm_timeout = confirm_timeout
         self._on_confirmed = on_confirmed
         self._channel: AbstractChannel | None = None
-        self._exchange: AbstractExchange | None = None
+        self._exchanges: Exchanges | None = None
         connection.on_connected(self._open_channel)
+
+    @property
+    def topology(self) -> Topology:
+        return self._topology
 
     async def _open_channel(self, conn: AbstractConnection) -> None:
         # on_return_raises turns an unroutable mandatory message into an error
         # instead of a silent drop (aio-pika's default).
         channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
-        self._exchange = await declare_topology(channel, self._topology)
+        self._exchanges = await declare_topology(channel, self._topology)
         self._channel = channel
 
     @property
@@ -247,16 +314,48 @@ class RabbitPublisher:
             and not channel.is_closed
         )
 
-    async def publish(self, envelopes: list[Envelope]) -> None:
-        """Return once every envelope is confirmed; raise PublishError otherwise."""
-        exchange = self._exchange
-        if not self.ready or exchange is None:
+    def _require_exchanges(self) -> Exchanges:
+        if not self.ready or self._exchanges is None:
             raise PublishError("broker not connected")
+        return self._exchanges
+
+    async def publish(self, envelopes: list[Envelope]) -> None:
+        """Queue envelopes on their conversations' shards; raise PublishError unless all confirm."""
+        main = self._require_exchanges().main
         started = time.perf_counter()
+        await self._confirm_all(
+            [
+                (main, self._topology.routing_key_for(env.conversation_id), _message(env))
+                for env in envelopes
+            ]
+        )
+        if self._on_confirmed is not None:
+            self._on_confirmed(time.perf_counter() - started)
+
+    async def park(self, envelope: Envelope, delay: float) -> None:
+        """Put an envelope in the delay tier for ``delay``; it then returns to its shard."""
+        tier = delay_tier(delay)
+        message = _message(envelope, extra_headers={DELAY_TIER_HEADER: str(tier)})
+        routing_key = self._topology.routing_key_for(envelope.conversation_id)
+        await self._confirm_all([(self._require_exchanges().delay, routing_key, message)])
+
+    async def dead_letter(self, envelope: Envelope) -> None:
+        """Move an envelope (with its reason headers) to the dead-letter queue."""
+        main = self._require_exchanges().main
+        await self._confirm_all(
+            [(main, self._topology.dead_letter_routing_key, _message(envelope))]
+        )
+
+    async def _confirm_all(
+        self, publishes: list[tuple[AbstractExchange, str, aio_pika.Message]]
+    ) -> None:
         try:
             results = await asyncio.wait_for(
                 asyncio.gather(
-                    *(self._publish_one(exchange, env) for env in envelopes),
+                    *(
+                        exchange.publish(message, routing_key=key, mandatory=True)
+                        for exchange, key, message in publishes
+                    ),
                     return_exceptions=True,
                 ),
                 self._confirm_timeout,
@@ -267,19 +366,123 @@ class RabbitPublisher:
         if failures:
             # Nacked, returned as unroutable, or the channel died: not durable.
             raise PublishError(f"publish failed: {type(failures[0]).__name__}") from failures[0]
-        if self._on_confirmed is not None:
-            self._on_confirmed(time.perf_counter() - started)
 
-    async def _publish_one(self, exchange: AbstractExchange, envelope: Envelope) -> None:
-        message = aio_pika.Message(
-            body=envelope.encode(),
-            content_type="application/json",
-            delivery_mode=DeliveryMode.PERSISTENT,
-            message_id=envelope.message_id,
-            headers={"x-conversation-id": envelope.conversation_id, **envelope.headers},
-        )
-        await exchange.publish(
-            message,
-            routing_key=self._topology.routing_key_for(envelope.conversation_id),
-            mandatory=True,
-        )
+
+def _message(envelope: Envelope, extra_headers: dict[str, Any] | None = None) -> aio_pika.Message:
+    return aio_pika.Message(
+        body=envelope.encode(),
+        content_type="application/json",
+        delivery_mode=DeliveryMode.PERSISTENT,
+        message_id=envelope.message_id,
+        headers={
+            "x-conversation-id": envelope.conversation_id,
+            **envelope.headers,
+            **(extra_headers or {}),
+        },
+    )
+
+
+# Headers of ours that travel with an envelope; broker-added ones (x-death) are dropped.
+_OWN_HEADERS = frozenset(
+    {
+        HEADER_ATTEMPT,
+        HEADER_NOT_BEFORE,
+        HEADER_DEAD_REASON,
+        HEADER_ERROR_KIND,
+        HEADER_ERROR_STATUS,
+        HEADER_ERROR_CODE,
+        HEADER_ERROR_BODY,
+        HEADER_DEAD_AT,
+        HEADER_BOT_ID,
+    }
+)
+
+
+def own_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
+    return {
+        key: value.decode() if isinstance(value, bytes) else value
+        for key, value in headers.items()
+        if key in _OWN_HEADERS
+    }
+
+
+class RabbitDelivery:
+    """One consumed message: its envelope, and ack/requeue on the channel it came from."""
+
+    def __init__(self, message: AbstractIncomingMessage, envelope: Envelope) -> None:
+        self._message = message
+        self._envelope = envelope
+
+    @property
+    def envelope(self) -> Envelope:
+        return self._envelope
+
+    @property
+    def redelivered(self) -> bool:
+        return bool(self._message.redelivered)
+
+    async def ack(self) -> None:
+        await self._message.ack()
+
+    async def requeue(self) -> None:
+        await self._message.nack(requeue=True)
+
+
+class RabbitConsumer:
+    """Consumes every shard queue with manual acks and hands deliveries over without blocking.
+
+    Subscribes again after every reconnect; deliveries of a lost channel are
+    redelivered by the broker.
+    """
+
+    def __init__(
+        self,
+        connection: RabbitConnection,
+        topology: Topology,
+        *,
+        prefetch: int,
+        deliver: Callable[[RabbitDelivery], None],
+    ) -> None:
+        self._topology = topology
+        self._prefetch = prefetch
+        self._deliver = deliver
+        self._channel: AbstractChannel | None = None
+        self._consumers: list[tuple[AbstractQueue, str]] = []
+        self._stopped = False
+        connection.on_connected(self._subscribe)
+
+    async def _subscribe(self, conn: AbstractConnection) -> None:
+        if self._stopped:
+            return
+        channel = await conn.channel()
+        await channel.set_qos(prefetch_count=self._prefetch)
+        consumers = []
+        for shard in range(self._topology.shards):
+            queue = await channel.get_queue(self._topology.shard_queue(shard), ensure=True)
+            consumers.append((queue, await queue.consume(self._on_message)))
+        self._channel, self._consumers = channel, consumers
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            envelope = Envelope.decode(message.body, own_headers(message.headers))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error(
+                "bridge.undecodable_message", error=str(exc)[:200], message_id=message.message_id
+            )
+            await message.reject(requeue=False)
+            return
+        self._deliver(RabbitDelivery(message, envelope))
+
+    async def stop(self) -> None:
+        """Stop receiving new deliveries; in-flight ones can still be acked."""
+        self._stopped = True
+        consumers, self._consumers = self._consumers, []
+        for queue, tag in consumers:
+            with contextlib.suppress(Exception):
+                await queue.cancel(tag)
+
+    async def close(self) -> None:
+        channel, self._channel = self._channel, None
+        if channel is not None and not channel.is_closed:
+            with contextlib.suppress(Exception):
+                await channel.close()

@@ -1,0 +1,129 @@
+"""Wiring the bridge: HTTP sessions, the X and gateway clients, the scheduler and the consumer.
+
+Resources open in aiohttp cleanup contexts: ``resources`` before the broker
+connects (so the first delivery finds a processor), ``drain`` after it, so that
+on shutdown in-flight messages finish before the broker connection closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import aiohttp
+import structlog
+from aiohttp import web
+
+from twitter_bot.bridge.options import OfferedOptions
+from twitter_bot.bridge.outbound import MediaLimits, XReplySender
+from twitter_bot.bridge.processor import Processor, ProcessorOptions
+from twitter_bot.bridge.retry import RetryPolicy
+from twitter_bot.bridge.scheduler import ConversationScheduler
+from twitter_bot.gateway import GatewayClient
+from twitter_bot.metrics import Metrics
+from twitter_bot.queue.rabbit import (
+    RabbitConnection,
+    RabbitConsumer,
+    RabbitDelivery,
+    RabbitPublisher,
+)
+from twitter_bot.settings import Settings
+from twitter_bot.x import XClient
+
+log = structlog.get_logger(__name__)
+
+
+class BridgeService:
+    """Consumes the shard queues and bridges every message to its bot and back."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        connection: RabbitConnection,
+        publisher: RabbitPublisher,
+        metrics: Metrics,
+    ) -> None:
+        self._settings = settings
+        self._publisher = publisher
+        self._metrics = metrics
+        self._scheduler: ConversationScheduler | None = None
+        self._consumer = RabbitConsumer(
+            connection,
+            publisher.topology,
+            prefetch=settings.messaging.prefetch,
+            deliver=self._submit,
+        )
+
+    @property
+    def scheduler(self) -> ConversationScheduler | None:
+        return self._scheduler
+
+    def _submit(self, delivery: RabbitDelivery) -> None:
+        if self._scheduler is None:
+            raise RuntimeError("bridge received a delivery before it was started")
+        self._scheduler.submit(delivery)
+
+    async def resources(self, app: web.Application) -> AsyncIterator[None]:
+        """Open the HTTP sessions and build the processing chain; close them at the end."""
+        s = self._settings
+        m = s.messaging
+        async with (
+            aiohttp.ClientSession() as x_session,
+            aiohttp.ClientSession() as gateway_session,
+            aiohttp.ClientSession() as downloads,
+        ):
+            x = XClient(
+                x_session,
+                consumer_key=s.auth.consumer_key,
+                consumer_secret=s.auth.consumer_secret.value,
+                api_base_url=s.api.twitter_base_url,
+                upload_url=s.api.upload_url,
+            )
+            offered = OfferedOptions()
+            processor = Processor(
+                bots={bot.user_id: bot for bot in s.bots},
+                platform=GatewayClient(
+                    gateway_session,
+                    base_url=s.gateway.url,
+                    token=s.gateway.token.value if s.gateway.token else None,
+                    timeout=m.message_timeout,
+                ),
+                sender=XReplySender(
+                    x,
+                    downloads,
+                    dm_api=s.api.dm_api,
+                    limits=MediaLimits.from_settings(m),
+                    options=offered,
+                ),
+                offered=offered,
+                options=ProcessorOptions(
+                    dm_api=s.api.dm_api,
+                    mark_read=m.mark_read,
+                    typing_indicator=m.typing_indicator,
+                    message_timeout=m.message_timeout,
+                ),
+            )
+            self._scheduler = ConversationScheduler(
+                processor,
+                self._publisher,
+                RetryPolicy(m.max_attempts, m.retry_initial_delay, m.retry_max_delay),
+                max_hold=m.max_rate_limit_hold,
+                metrics=self._metrics,
+            )
+            yield
+
+    async def drain(self, app: web.Application) -> AsyncIterator[None]:
+        """On shutdown: stop consuming, finish or requeue in-flight work within the bound."""
+        yield
+        bound = self._settings.http.shutdown_timeout
+        try:
+            # A stalled broker must not hang shutdown: what is not settled by the
+            # deadline stays unacked and the broker redelivers it.
+            async with asyncio.timeout(bound + 2):
+                await self._consumer.stop()
+                if self._scheduler is not None:
+                    log.info("bridge.draining", in_flight=self._scheduler.in_flight)
+                    await self._scheduler.close(bound)
+                await self._consumer.close()
+        except TimeoutError:
+            log.warning("bridge.drain_timed_out", seconds=bound + 2)
