@@ -66,7 +66,12 @@ class GiveUp:
     failure: Failure
 
 
-Outcome = Done | TryLater | GiveUp
+@dataclass(frozen=True)
+class Answered:
+    """The bot answered: checkpoint the answer, then send it (the next process call)."""
+
+
+Outcome = Done | Answered | TryLater | GiveUp
 
 
 @dataclass(frozen=True)
@@ -147,6 +152,8 @@ class Processor:
                 asked = await self._ask_bot(envelope, bot, first_attempt)
                 if not isinstance(asked, Envelope):
                     return Result(asked, envelope)
+                if asked.progress and asked.progress["answer"]:
+                    return Result(Answered(), asked)
                 envelope = asked
         return await self._send(envelope, bot)
 

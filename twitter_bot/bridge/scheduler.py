@@ -22,12 +22,13 @@ from typing import Any
 import structlog
 
 from twitter_bot.bridge.ports import Delivery, Requeuer
-from twitter_bot.bridge.processor import Done, Failure, GiveUp, Processor, TryLater
+from twitter_bot.bridge.processor import Answered, Done, Failure, GiveUp, Processor, TryLater
 from twitter_bot.bridge.retry import RetryPolicy
 from twitter_bot.metrics import Metrics
 from twitter_bot.queue.base import (
     HEADER_ATTEMPT,
     HEADER_BOT_ID,
+    HEADER_CHECKPOINT,
     HEADER_CONVERSATION_ID,
     HEADER_DEAD_AT,
     HEADER_DEAD_REASON,
@@ -85,6 +86,8 @@ class ConversationScheduler:
         self._barriers: dict[str, _Barrier] = {}
         self._bot_paused_until: dict[str, float] = {}
         self._completed: OrderedDict[str, None] = OrderedDict()
+        # Message ids whose checkpoint copy this process published and has not seen back.
+        self._checkpointed: OrderedDict[str, None] = OrderedDict()
         self._closing = asyncio.Event()
 
     @property
@@ -148,6 +151,14 @@ class ConversationScheduler:
             log.info("bridge.redelivery_already_done")
             await self._settle(delivery)
             return True
+        if (
+            envelope.headers.get(HEADER_CHECKPOINT)
+            and self._checkpointed.pop(envelope.message_id, False) is None
+        ):
+            # Our own checkpoint while the live copy (in progress or parked) is fresher:
+            # the checkpoint only matters after a crash.
+            await self._settle(delivery)
+            return True
         barrier = self._barriers.get(envelope.conversation_id)
         if barrier is not None and barrier.head != envelope.message_id:
             if envelope.message_id not in barrier.followers:
@@ -180,6 +191,9 @@ class ConversationScheduler:
                     return False
             result = await self._processor.process(envelope, first_attempt=attempt == 0)
             envelope, outcome = result.envelope, result.outcome
+            if isinstance(outcome, Answered):
+                await self._checkpoint(envelope)
+                continue
             if isinstance(outcome, Done):
                 await self._finish(delivery, envelope, "delivered")
                 return True
@@ -241,6 +255,18 @@ class ConversationScheduler:
         self._metrics.parked.inc()
         log.info("bridge.message_parked", delay=round(delay, 3), reason=reason)
         await self._settle(delivery)
+
+    async def _checkpoint(self, envelope: Envelope) -> None:
+        """Persist the bot's answer before sending it, so a crash can't lose the rest."""
+        try:
+            await self._requeuer.checkpoint(replace(envelope, headers={}))
+        except PublishError as exc:
+            # Still safe: the original stays unacked, and a crash redelivers it.
+            log.warning("bridge.checkpoint_failed", error=str(exc))
+            return
+        self._checkpointed[envelope.message_id] = None
+        while len(self._checkpointed) > RECENTLY_COMPLETED:
+            self._checkpointed.popitem(last=False)
 
     async def _finish(self, delivery: Delivery, envelope: Envelope, outcome: str) -> None:
         self._completed[envelope.message_id] = None

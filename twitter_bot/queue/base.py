@@ -95,3 +95,5 @@ HEADER_ERROR_BODY = "x-error-body"  # str, at most 500 characters
 HEADER_DEAD_AT = "x-dead-lettered-at"  # ISO-8601 UTC
 HEADER_BOT_ID = "x-bot-id"
 HEADER_CONVERSATION_ID = "x-conversation-id"
+# Marks the copy of a message published with the bot's answer before its replies go out.
+HEADER_CHECKPOINT = "x-checkpoint"

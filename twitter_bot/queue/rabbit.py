@@ -32,6 +32,7 @@ from aio_pika.abc import (
 from twitter_bot.queue.base import (
     HEADER_ATTEMPT,
     HEADER_BOT_ID,
+    HEADER_CHECKPOINT,
     HEADER_DEAD_AT,
     HEADER_DEAD_REASON,
     HEADER_ERROR_BODY,
@@ -107,6 +108,9 @@ def shard_queue_arguments(topology: Topology) -> dict[str, Any]:
         # A message the bridge cannot even decode is rejected into the dead letters.
         "x-dead-letter-exchange": topology.exchange,
         "x-dead-letter-routing-key": topology.dead_letter_routing_key,
+        # Checkpoints (priority 1) are delivered before the messages queued behind
+        # them, so a conversation resumes in order after a crash.
+        "x-max-priority": 1,
     }
 
 
@@ -339,6 +343,13 @@ class RabbitPublisher:
         routing_key = self._topology.routing_key_for(envelope.conversation_id)
         await self._confirm_all([(self._require_exchanges().delay, routing_key, message)])
 
+    async def checkpoint(self, envelope: Envelope) -> None:
+        """Queue a copy carrying the bot's answer ahead of its conversation's later messages."""
+        main = self._require_exchanges().main
+        routing_key = self._topology.routing_key_for(envelope.conversation_id)
+        message = _message(envelope, extra_headers={HEADER_CHECKPOINT: 1}, priority=1)
+        await self._confirm_all([(main, routing_key, message)])
+
     async def dead_letter(self, envelope: Envelope) -> None:
         """Move an envelope (with its reason headers) to the dead-letter queue."""
         main = self._require_exchanges().main
@@ -368,11 +379,14 @@ class RabbitPublisher:
             raise PublishError(f"publish failed: {type(failures[0]).__name__}") from failures[0]
 
 
-def _message(envelope: Envelope, extra_headers: dict[str, Any] | None = None) -> aio_pika.Message:
+def _message(
+    envelope: Envelope, extra_headers: dict[str, Any] | None = None, priority: int = 0
+) -> aio_pika.Message:
     return aio_pika.Message(
         body=envelope.encode(),
         content_type="application/json",
         delivery_mode=DeliveryMode.PERSISTENT,
+        priority=priority,
         message_id=envelope.message_id,
         headers={
             "x-conversation-id": envelope.conversation_id,
@@ -394,6 +408,7 @@ _OWN_HEADERS = frozenset(
         HEADER_ERROR_BODY,
         HEADER_DEAD_AT,
         HEADER_BOT_ID,
+        HEADER_CHECKPOINT,
     }
 )
 
