@@ -91,7 +91,7 @@ async def dead_letter(
         HEADER_DEAD_AT: "2024-05-01T12:00:00+00:00",
         HEADER_BOT_ID: "bot-a",
         HEADER_CONVERSATION_ID: envelope.conversation_id,
-        HEADER_NOT_BEFORE: 1_700_000_100.0,
+        HEADER_NOT_BEFORE: 1_700_000_100_000,
         "x-trace": "keep-me",
     }
     if status is not None:

@@ -108,5 +108,5 @@ def create_app(
                 publisher=publisher,
                 metrics=metrics,
             ).add_routes(app)
-    HealthHandler(lifecycle, publisher, metrics).add_routes(app)
+    HealthHandler(lifecycle, publisher, metrics, role).add_routes(app)
     return app

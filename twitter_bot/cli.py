@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 
 from twitter_bot import deadletters
+from twitter_bot.app import ROLES, Role
 from twitter_bot.daemon import serve
 from twitter_bot.logs import configure_logging
 from twitter_bot.settings import ConfigError, Settings, load_settings, render_summary
@@ -23,17 +24,28 @@ def _parser() -> argparse.ArgumentParser:
         prog="twitter-bot", description="Bridge X Direct Messages to conversational bots."
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (
-        ("run", "run the daemon"),
-        ("check-config", "validate the configuration and print a summary (secrets masked)"),
-    ):
-        command = commands.add_parser(name, help=help_text)
-        command.add_argument(
-            "--config",
-            help=f"HOCON file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})",
-        )
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument(
+        "--role",
+        choices=ROLES,
+        default="all",
+        help="webhook: answer X and fill the queue; worker: bridge the queue to the bots "
+        "(serves only health and metrics); all: both (default)",
+    )
+    check = commands.add_parser(
+        "check-config", help="validate the configuration and print a summary (secrets masked)"
+    )
+    for command in (run, check):
+        _add_config_option(command)
     _add_dead_letters(commands)
     return parser
+
+
+def _add_config_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--config",
+        help=f"HOCON file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})",
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -66,10 +78,7 @@ def _add_dead_letters(commands: argparse._SubParsersAction[argparse.ArgumentPars
         )
         which.add_argument("--all", action="store_true", help="every dead letter")
     for command in (listing, *selective):
-        command.add_argument(
-            "--config",
-            help=f"HOCON file (default: ${CONFIG_ENV}, else {DEFAULT_CONFIG})",
-        )
+        _add_config_option(command)
 
 
 def _dead_letters(settings: Settings, args: argparse.Namespace) -> int:
@@ -107,9 +116,9 @@ def secret_values(settings: Settings) -> list[str]:
     return [c.value for c in candidates if c]
 
 
-def _run(settings: Settings) -> int:
+def _run(settings: Settings, role: Role) -> int:
     configure_logging(settings.logging.level, settings.logging.format, secret_values(settings))
-    asyncio.run(serve(settings))
+    asyncio.run(serve(settings, role))
     return 0
 
 
@@ -127,4 +136,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "dead-letters":
         return _dead_letters(settings, args)
-    return _run(settings)
+    return _run(settings, args.role)

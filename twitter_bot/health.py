@@ -21,10 +21,14 @@ class Lifecycle:
 class HealthHandler:
     """``/health/live``, ``/health/ready`` and ``/metrics``."""
 
-    def __init__(self, lifecycle: Lifecycle, publisher: Publisher, metrics: Metrics) -> None:
+    def __init__(
+        self, lifecycle: Lifecycle, publisher: Publisher, metrics: Metrics, role: str
+    ) -> None:
         self._lifecycle = lifecycle
         self._publisher = publisher
         self._metrics = metrics
+        self._role = role
+        metrics.instance_info.labels(role).set(1)
 
     def add_routes(self, app: web.Application) -> None:
         app.router.add_get("/health/live", self.live)
@@ -40,9 +44,9 @@ class HealthHandler:
             "broker": "connected" if broker_ok else "unavailable",
             "shutting_down": self._lifecycle.shutting_down,
         }
-        if broker_ok and not self._lifecycle.shutting_down:
-            return web.json_response({"status": "ready", "checks": checks})
-        return web.json_response({"status": "not ready", "checks": checks}, status=503)
+        status = "ready" if broker_ok and not self._lifecycle.shutting_down else "not ready"
+        body = {"status": status, "role": self._role, "checks": checks}
+        return web.json_response(body, status=200 if status == "ready" else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
         self._metrics.broker_connected.set(1 if self._publisher.ready else 0)

@@ -94,6 +94,25 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
             registry=r,
         )
+        self.gateway_seconds = Histogram(
+            "twitter_bot_gateway_request_seconds",
+            "Gateway call latency, by outcome (ok, permanent, transient, timeout).",
+            ["outcome"],
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.dms = Counter(
+            "twitter_bot_dms",
+            "DMs sent to X, by bot, outcome (sent, failed) and X error code.",
+            ["bot_id", "outcome", "code"],
+            registry=r,
+        )
+        self.instance_info = Gauge(
+            "twitter_bot_instance_info",
+            "1, labelled with this instance's role (webhook, worker, all).",
+            ["role"],
+            registry=r,
+        )
         self.broker_connected = Gauge(
             "twitter_bot_broker_connected",
             "1 while the broker connection is usable.",

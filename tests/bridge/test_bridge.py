@@ -54,6 +54,14 @@ async def test_two_bots_end_to_end(env: BridgeEnv) -> None:
     kinds = [c.kind for c in env.x.calls_of(user_id=BOT_A_USER_ID)]
     assert kinds[:2] == [EndpointKind.MARK_READ, EndpointKind.INDICATE_TYPING]
 
+    await asyncio.sleep(0.2)  # the acks and counters follow the last DM
+    metrics = await env.metrics()
+    assert 'twitter_bot_dms_total{bot_id="bot-a",code="",outcome="sent"} 1.0' in metrics
+    assert 'twitter_bot_dms_total{bot_id="bot-b",code="",outcome="sent"} 1.0' in metrics
+    assert 'twitter_bot_gateway_request_seconds_count{outcome="ok"} 2.0' in metrics
+    assert 'twitter_bot_bridge_messages_total{outcome="delivered"} 2.0' in metrics
+    assert "twitter_bot_bridge_end_to_end_seconds_count 2.0" in metrics
+
 
 @pytest.mark.parametrize("dm_api", ["v1.1", "v2"])
 async def test_every_reply_type(
@@ -145,7 +153,9 @@ async def test_gateway_503_twice_then_success_sends_one_reply(env: BridgeEnv) ->
     calls = env.gateway.requests_for("bot-a")
     assert len(calls) == 3
     assert {c.idempotency_key for c in calls} == {"400"}
-    assert 'twitter_bot_bridge_retries_total{kind="gateway"} 2.0' in await env.metrics()
+    metrics = await env.metrics()
+    assert 'twitter_bot_bridge_retries_total{kind="gateway"} 2.0' in metrics
+    assert 'twitter_bot_gateway_request_seconds_count{outcome="transient"} 2.0' in metrics
 
 
 async def test_gateway_422_is_dead_lettered_after_one_call(env: BridgeEnv) -> None:
@@ -196,6 +206,9 @@ async def test_x_403_349_is_dead_lettered(env: BridgeEnv) -> None:
     assert dead.headers["x-error-status"] == 403
     assert dead.headers["x-error-code"] == 349
     assert env.x.sent_dms() == []
+    metrics = await env.metrics()
+    assert 'twitter_bot_dms_total{bot_id="bot-a",code="349",outcome="failed"} 1.0' in metrics
+    assert 'twitter_bot_bridge_dead_letters_total{kind="x"} 1.0' in metrics
 
 
 async def test_retries_past_the_hold_bound_are_parked_and_keep_order(
@@ -220,7 +233,9 @@ async def test_retries_past_the_hold_bound_are_parked_and_keep_order(
     for i in range(3):
         await env.send_dm(str(800 + i), ALICE, text=f"p{i}")
     await env.x.wait_for_dms(3, timeout=15)
+    await asyncio.sleep(1.5)  # a parked copy left over would come back by now
     assert texts(env, ALICE) == ["echo: p0", "echo: p1", "echo: p2"]
+    assert len(env.gateway.requests_for("bot-a")) == 3
     metrics = await env.metrics()
     assert "twitter_bot_bridge_parked_total" in metrics
     assert "twitter_bot_bridge_parked_total 0.0" not in metrics
@@ -259,3 +274,84 @@ async def test_a_failed_later_reply_does_not_resend_earlier_ones(env: BridgeEnv)
     await asyncio.sleep(0.3)
     assert texts(env, ALICE) == ["one", "pic", "two"]
     assert len(env.gateway.requests_for("bot-a")) == 1
+
+
+async def test_dead_letter_retry_redrives_through_the_bridge(env: BridgeEnv) -> None:
+    import io
+
+    from twitter_bot.deadletters import Command, Selection, execute
+
+    env.gateway.script("bot-a", ScriptedResponse(404, {"error": "no such bot yet"}))
+    await env.send_dm("1100", ALICE, text="lost?")
+    await asyncio.sleep(0.5)
+    out, err = io.StringIO(), io.StringIO()
+    assert await execute(env.settings, Command("list"), out, err) == 0
+    assert "1100" in out.getvalue() and "gateway" in out.getvalue()
+    # The operator fixed the bot, then re-drives the message.
+    retry = Command("retry", Selection(ids=frozenset({"1100"})))
+    assert await execute(env.settings, retry, out, err) == 0, err.getvalue()
+    await env.x.wait_for_dms(1, timeout=10)
+    assert texts(env, ALICE) == ["echo: lost?"]
+    assert [r.idempotency_key for r in env.gateway.requests_for("bot-a")] == ["1100", "1100"]
+
+
+async def test_pushed_messages_are_sent_in_order_after_queued_replies(
+    aiohttp_server,
+    aiohttp_client,
+    rabbit_vhost: str,  # type: ignore[no-untyped-def]
+) -> None:
+    env = await start_bridge_env(
+        aiohttp_server, aiohttp_client, rabbit_vhost, push_token="push-token-Zx9Yw8"
+    )
+
+    async def slow_answer(request: RecordedRequest) -> list[dict[str, Any]]:
+        await asyncio.sleep(0.5)
+        return [{"type": "text", "text": "bot answer"}]
+
+    env.gateway.on_message("bot-a", slow_answer)
+    await env.send_dm("1200", ALICE, text="hello")
+    conversation = f"{ALICE}-{BOT_A_USER_ID}"
+    response = await env.client.post(
+        f"/v1/bots/bot-a/conversations/{conversation}/messages",
+        json={
+            "messages": [
+                {"type": "text", "text": "agent: hi"},
+                {"type": "typing"},
+                {"type": "text", "text": "agent: bye"},
+            ]
+        },
+        headers={"Authorization": "Bearer push-token-Zx9Yw8"},
+    )
+    assert response.status == 202
+    assert await response.json() == {"accepted": 3}
+    await env.x.wait_for_dms(3, timeout=10)
+    assert texts(env, ALICE) == ["bot answer", "agent: hi", "agent: bye"]
+    unauthorized = await env.client.post(
+        f"/v1/bots/bot-a/conversations/{conversation}/messages",
+        json={"messages": [{"type": "text", "text": "x"}]},
+    )
+    assert unauthorized.status == 401
+
+
+async def test_no_secret_reaches_the_logs(env: BridgeEnv) -> None:
+    from structlog.testing import capture_logs
+
+    env.gateway.fail_then_succeed("bot-a", times=1, status=503)
+    env.x.fail_next(
+        EndpointKind.DM_V11,
+        403,
+        v11_error(349, "You cannot send messages to this user."),
+        for_user_id=BOT_B_USER_ID,
+    )
+    with capture_logs() as events:
+        await env.send_dm("1300", ALICE, BOT_A_USER_ID)
+        await env.send_dm("1301", BOB, BOT_B_USER_ID)
+        await env.x.wait_for_dms(1, timeout=10)
+        await env.dead_letters(1)
+    secrets = [env.settings.auth.consumer_secret.value, GATEWAY_TOKEN]
+    for bot in env.settings.bots:
+        secrets += [bot.access_token.value, bot.access_secret.value]
+    text = repr(events)
+    assert "bridge.message_dead_lettered" in text and "bridge.retry_scheduled" in text
+    for secret in secrets:
+        assert secret not in text

@@ -3,77 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 
-from tests.fakes.fake_gateway import FakeGateway, RecordedRequest
-from tests.fakes.fake_x import EndpointKind, FakeX
-from tests.support.daemon import SECRETS, DaemonProcess, free_port, write_config
-from tests.support.deliveries import aaa_delivery, dm_event, signed
-
-BOT = "1230981029831098231"
-BOT_ID = "aaaabbbb-4444-5555-6666-ccccddddeeee"
-USER = "732739706"
-
-
-@dataclass
-class CrashEnv:
-    config: Path
-    port: int
-    x: FakeX
-    gateway: FakeGateway
-
-    async def start(self) -> DaemonProcess:
-        daemon = await DaemonProcess.start(self.config, self.port)
-        await daemon.wait_ready()
-        return daemon
-
-    async def send_dm(self, daemon: DaemonProcess, event_id: str, text: str) -> None:
-        raw, headers = signed(
-            aaa_delivery(BOT, dm_event(event_id, USER, BOT, text)), SECRETS["consumer_secret"]
-        )
-        async with (
-            aiohttp.ClientSession() as http,
-            http.post(daemon.url + "/webhooks", data=raw, headers=headers) as response,
-        ):
-            assert response.status == 200
+from tests.fakes.fake_gateway import RecordedRequest
+from tests.fakes.fake_x import EndpointKind
+from tests.support.process_env import BOT_ID, ProcessEnv, start_process_env
 
 
 @pytest.fixture
 async def crash_env(
     aiohttp_server: Any, tmp_path: Path, rabbit_vhost: str
-) -> AsyncIterator[CrashEnv]:
-    x = FakeX(consumer_key="proc-app-key", consumer_secret=SECRETS["consumer_secret"])
-    x.add_user(BOT, token=SECRETS["bot_token"], secret=SECRETS["bot_secret"])
-    x_server = await aiohttp_server(x.make_app())
-    api_url, upload_url = FakeX.urls(x_server.make_url("/"))
-    gateway = FakeGateway()
-    gateway_server = await aiohttp_server(gateway.app)
-    port = free_port()
-    config = write_config(
-        tmp_path / "app.conf",
-        vhost=rabbit_vhost,
-        queue_prefix=f"crash-{uuid.uuid4().hex[:8]}",
-        http_port=port,
-        extra=f"""
-chatbots.twitter-bot.api.twitter-url: "{api_url}"
-chatbots.twitter-bot.api.upload-url: "{upload_url}"
-chatbots.gateway-api.url: "{str(gateway_server.make_url("/")).rstrip("/")}"
-chatbots.twitter-bot.webhooks-messaging {{ retry-initial-delay: 100ms, retry-max-delay: 500ms }}
-chatbots.twitter-bot.logging.level: info
-""",
-    )
-    yield CrashEnv(config, port, x, gateway)
+) -> AsyncIterator[ProcessEnv]:
+    yield await start_process_env(aiohttp_server, tmp_path, rabbit_vhost)
 
 
 async def test_killed_during_the_gateway_call_the_reply_is_delivered_once(
-    crash_env: CrashEnv,
+    crash_env: ProcessEnv,
 ) -> None:
     in_flight = asyncio.Event()
     calls = 0
@@ -89,7 +38,7 @@ async def test_killed_during_the_gateway_call_the_reply_is_delivered_once(
     crash_env.gateway.on_message(BOT_ID, answer)
     daemon = await crash_env.start()
     try:
-        await crash_env.send_dm(daemon, "5001", "are you there?")
+        await crash_env.send_dm(daemon.url, "5001", "are you there?")
         await asyncio.wait_for(in_flight.wait(), 10)
         await daemon.kill()  # SIGKILL
         assert daemon.process.returncode == -9
@@ -105,7 +54,7 @@ async def test_killed_during_the_gateway_call_the_reply_is_delivered_once(
 
 
 async def test_killed_while_sending_the_remaining_replies_still_go_out_in_order(
-    crash_env: CrashEnv,
+    crash_env: ProcessEnv,
 ) -> None:
     crash_env.gateway.on_message(
         BOT_ID,
@@ -118,8 +67,8 @@ async def test_killed_while_sending_the_remaining_replies_still_go_out_in_order(
     crash_env.x.set_delay(0.7, kind=EndpointKind.DM_V11)
     daemon = await crash_env.start()
     try:
-        await crash_env.send_dm(daemon, "6001", "first")
-        await crash_env.send_dm(daemon, "6002", "second")  # queued behind the first
+        await crash_env.send_dm(daemon.url, "6001", "first")
+        await crash_env.send_dm(daemon.url, "6002", "second")  # queued behind the first
         await crash_env.x.wait_for_dms(1, timeout=10)
         await daemon.kill()  # SIGKILL with "two" and "three" not yet out
         crash_env.x.set_delay(0.0, kind=EndpointKind.DM_V11)

@@ -104,12 +104,14 @@ class DaemonProcess:
         return f"http://127.0.0.1:{self.port}"
 
     @classmethod
-    async def start(cls, config: Path, port: int) -> DaemonProcess:
+    async def start(cls, config: Path, port: int, role: str = "all") -> DaemonProcess:
         process = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "twitter_bot",
             "run",
+            "--role",
+            role,
             "--config",
             str(config),
             stdout=asyncio.subprocess.PIPE,

@@ -38,6 +38,7 @@ from yarl import URL
 
 from twitter_bot.bridge.options import OfferedOption, OfferedOptions
 from twitter_bot.gateway.replies import MediaKind, MediaReply, QuickReply, Reply, TextReply
+from twitter_bot.metrics import Metrics
 from twitter_bot.settings import BotSettings, DmApi, MessagingSettings
 from twitter_bot.x import (
     MAX_CHUNK_BYTES,
@@ -149,10 +150,12 @@ class XReplySender:
         options: OfferedOptions,
         download_timeout: float = 30.0,
         upload_chunk_size: int = MAX_CHUNK_BYTES,
+        metrics: Metrics | None = None,
     ) -> None:
         self._x = x
         self._downloads = downloads
         self._dm_api = dm_api
+        self._metrics = metrics
         self._limits = limits
         self._options = options
         self._download_timeout = download_timeout
@@ -289,18 +292,23 @@ class XReplySender:
         options: Sequence[QuickReplyOption] = (),
         media_id: str | None = None,
     ) -> SentDm:
-        if self._dm_api == "v1.1":
-            sent = await self._x.send_dm_v11(
-                target.creds,
-                target.recipient_id,
-                text,
-                quick_reply_options=options or None,
-                media_id=media_id,
-            )
-        else:
-            sent = await self._x.send_dm_v2(
-                target.creds, target.recipient_id, text, media_id=media_id
-            )
+        try:
+            if self._dm_api == "v1.1":
+                sent = await self._x.send_dm_v11(
+                    target.creds,
+                    target.recipient_id,
+                    text,
+                    quick_reply_options=options or None,
+                    media_id=media_id,
+                )
+            else:
+                sent = await self._x.send_dm_v2(
+                    target.creds, target.recipient_id, text, media_id=media_id
+                )
+        except XError as exc:
+            self._count_dm(target, "failed", getattr(exc, "code", None))
+            raise
+        self._count_dm(target, "sent", None)
         log.info(
             "bridge.dm_sent",
             bot_id=target.bot.bot_id,
@@ -311,6 +319,10 @@ class XReplySender:
             dm_api=self._dm_api,
         )
         return sent
+
+    def _count_dm(self, target: _Target, outcome: str, code: int | None) -> None:
+        if self._metrics is not None:
+            self._metrics.dms.labels(target.bot.bot_id, outcome, str(code or "")).inc()
 
     async def _download(self, url: str, kind: MediaKind) -> _Download:
         """Fetch a media file within the time and size limits, or raise _DownloadFailed."""

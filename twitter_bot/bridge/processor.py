@@ -7,6 +7,7 @@ later, give up) and the envelope with its progress, and the scheduler acts on it
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ from twitter_bot.gateway import (
     parse_replies,
     reply_to_json,
 )
+from twitter_bot.metrics import Metrics
 from twitter_bot.models import IncomingMessage
 from twitter_bot.queue.base import DM_KIND, PUSH_KIND, Envelope
 from twitter_bot.settings import BotSettings, DmApi
@@ -128,12 +130,14 @@ class Processor:
         sender: ReplySender,
         offered: OfferedOptions,
         options: ProcessorOptions,
+        metrics: Metrics | None = None,
     ) -> None:
         self._bots = bots
         self._platform = platform
         self._sender = sender
         self._offered = offered
         self._options = options
+        self._metrics = metrics
 
     def bot_for(self, envelope: Envelope) -> BotSettings | None:
         return self._bots.get(str(envelope.payload.get("bot_user_id", "")))
@@ -166,16 +170,25 @@ class Processor:
         quick_reply = message.quick_reply_payload
         if quick_reply is None and self._options.dm_api == "v2":
             quick_reply = self._offered.resolve(message.conversation_id, message.text)
+        started = time.perf_counter()
+        outcome = "ok"
         try:
             async with asyncio.timeout(self._options.message_timeout):
                 replies = await self._platform.deliver(user_message(message, bot, quick_reply))
         except GatewayPermanentError as exc:
+            outcome = "permanent"
             return GiveUp(Failure("gateway", str(exc)[:300], exc.status, None, exc.body_excerpt))
         except GatewayTransientError as exc:
+            outcome = "transient"
             failure = Failure("gateway", str(exc)[:300], exc.status, None, exc.body_excerpt)
             return TryLater(failure, hint=exc.retry_after)
         except TimeoutError:
+            outcome = "timeout"
             return TryLater(Failure("gateway", "no answer within message-timeout"))
+        finally:
+            if self._metrics is not None:
+                elapsed = time.perf_counter() - started
+                self._metrics.gateway_seconds.labels(outcome).observe(elapsed)
         answer = [reply_to_json(r) for r in replies]
         return replace(envelope, progress={"answer": answer, "sent": 0})
 

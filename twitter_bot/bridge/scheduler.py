@@ -147,14 +147,14 @@ class ConversationScheduler:
     async def _handle(self, delivery: Delivery) -> bool:
         """Process and settle one delivery; False when closing interrupted it unsettled."""
         envelope = delivery.envelope
-        if envelope.message_id in self._completed:
+        is_checkpoint = bool(envelope.headers.get(HEADER_CHECKPOINT))
+        # Only a broker redelivery (our ack was lost) or our own checkpoint copy can
+        # repeat work this process finished; a re-driven dead letter is new work.
+        if (delivery.redelivered or is_checkpoint) and envelope.message_id in self._completed:
             log.info("bridge.redelivery_already_done")
             await self._settle(delivery)
             return True
-        if (
-            envelope.headers.get(HEADER_CHECKPOINT)
-            and self._checkpointed.pop(envelope.message_id, False) is None
-        ):
+        if is_checkpoint and self._checkpointed.pop(envelope.message_id, False) is None:
             # Our own checkpoint while the live copy (in progress or parked) is fresher:
             # the checkpoint only matters after a crash.
             await self._settle(delivery)
@@ -177,7 +177,7 @@ class ConversationScheduler:
 
     async def _attempt(self, delivery: Delivery, envelope: Envelope) -> bool:
         attempt = int(envelope.headers.get(HEADER_ATTEMPT, 0))
-        not_before = float(envelope.headers.get(HEADER_NOT_BEFORE, 0))
+        not_before = int(envelope.headers.get(HEADER_NOT_BEFORE, 0)) / 1000
         held_since = self._clock()
         while True:
             not_before = max(not_before, self._bot_pause(envelope))
@@ -244,7 +244,9 @@ class ConversationScheduler:
         conversation = envelope.conversation_id
         if conversation not in self._barriers:
             self._barriers[conversation] = _Barrier(envelope.message_id, not_before)
-        parked = replace(envelope, headers={**envelope.headers, HEADER_NOT_BEFORE: not_before})
+        parked = replace(
+            envelope, headers={**envelope.headers, HEADER_NOT_BEFORE: _epoch_ms(not_before)}
+        )
         delay = max(not_before - self._clock(), 0.0)
         try:
             await self._requeuer.park(parked, delay)
@@ -278,7 +280,14 @@ class ConversationScheduler:
         self._metrics.messages_bridged.labels(outcome).inc()
         if outcome == "delivered":
             self._metrics.end_to_end_seconds.observe(max(self._clock() - envelope.accepted_at, 0))
-        log.info("bridge.message_done", outcome=outcome, replies_sent=sent, kind=envelope.kind)
+        bot = self._processor.bot_for(envelope)
+        log.info(
+            "bridge.message_done",
+            outcome=outcome,
+            replies_sent=sent,
+            kind=envelope.kind,
+            bot_id=bot.bot_id if bot is not None else None,
+        )
 
     async def _dead_letter(
         self, delivery: Delivery, envelope: Envelope, failure: Failure, attempts: int
@@ -337,5 +346,13 @@ class ConversationScheduler:
 
 
 def _with_attempt(envelope: Envelope, attempt: int, not_before: float) -> Envelope:
-    headers = {**envelope.headers, HEADER_ATTEMPT: attempt, HEADER_NOT_BEFORE: not_before}
+    headers = {
+        **envelope.headers,
+        HEADER_ATTEMPT: attempt,
+        HEADER_NOT_BEFORE: _epoch_ms(not_before),
+    }
     return replace(envelope, headers=headers)
+
+
+def _epoch_ms(seconds: float) -> int:
+    return round(seconds * 1000)

@@ -94,6 +94,7 @@ class BridgeService:
                     dm_api=s.api.dm_api,
                     limits=MediaLimits.from_settings(m),
                     options=offered,
+                    metrics=self._metrics,
                 ),
                 offered=offered,
                 options=ProcessorOptions(
@@ -102,6 +103,7 @@ class BridgeService:
                     typing_indicator=m.typing_indicator,
                     message_timeout=m.message_timeout,
                 ),
+                metrics=self._metrics,
             )
             self._scheduler = ConversationScheduler(
                 processor,

@@ -86,7 +86,9 @@ PUSH_KIND = "push"
 
 # Headers the bridge sets on messages it retries later or gives up on.
 HEADER_ATTEMPT = "x-attempt"  # int: attempts made so far
-HEADER_NOT_BEFORE = "x-not-before"  # float epoch seconds: do not process before
+# Epoch milliseconds (an int: AMQP carries Python floats as 32-bit floats, which
+# would put epoch seconds off by up to a minute): do not process before.
+HEADER_NOT_BEFORE = "x-not-before-ms"
 HEADER_DEAD_REASON = "x-dead-letter-reason"  # short human text
 HEADER_ERROR_KIND = "x-error-kind"  # "gateway" | "x" | "attempts-exhausted" | "invalid"
 HEADER_ERROR_STATUS = "x-error-status"  # int HTTP status, when there was one

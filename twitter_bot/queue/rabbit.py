@@ -55,7 +55,9 @@ ConnectedCallback = Callable[[AbstractConnection], Awaitable[None]]
 # largest tier not longer than its remaining delay; within one tier the TTL is
 # uniform, so the queue stays FIFO and expiry never waits behind a longer TTL.
 DELAY_TIERS = (1, 5, 30, 120, 600, 3600)
-DELAY_TIER_HEADER = "x-delay-tier"
+# No "x-" prefix: RabbitMQ's headers exchange ignores x- headers when matching
+# (x-match: all), which would route a parked message into every tier.
+DELAY_TIER_HEADER = "twitter-bot-delay-tier"
 
 
 def delay_tier(seconds: float) -> int:
