@@ -83,3 +83,33 @@ async def test_killed_while_sending_the_remaining_replies_still_go_out_in_order(
     assert texts[-4:] == ["one", "two", "three", "after"]
     assert texts.count("one") <= 2 and texts.count("two") == 1 and texts.count("three") == 1
     assert [r.body["text"] for r in crash_env.gateway.requests_for(BOT_ID)] == ["first", "second"]
+
+
+async def test_sigterm_finishes_the_message_in_flight_before_exiting(crash_env: ProcessEnv) -> None:
+    import signal
+
+    in_flight = asyncio.Event()
+
+    async def slow(request: RecordedRequest) -> list[dict[str, Any]]:
+        in_flight.set()
+        await asyncio.sleep(1.5)
+        return [{"type": "text", "text": "finished"}]
+
+    crash_env.gateway.on_message(BOT_ID, slow)
+    daemon = await crash_env.start()
+    try:
+        await crash_env.send_dm(daemon.url, "8001", "slow one")
+        await asyncio.wait_for(in_flight.wait(), 10)
+        daemon.process.send_signal(signal.SIGTERM)
+        assert await daemon.wait_exit(timeout=15) == 0
+    finally:
+        await daemon.kill()
+    # Answered and sent before the process exited, and acked: a restart sends nothing more.
+    assert [dm.text for dm in crash_env.x.sent_dms()] == ["finished"]
+    daemon = await crash_env.start()
+    try:
+        await asyncio.sleep(1.0)
+    finally:
+        await daemon.kill()
+    assert len(crash_env.x.sent_dms()) == 1
+    assert len(crash_env.gateway.requests_for(BOT_ID)) == 1

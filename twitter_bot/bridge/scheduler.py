@@ -89,6 +89,7 @@ class ConversationScheduler:
         # Message ids whose checkpoint copy this process published and has not seen back.
         self._checkpointed: OrderedDict[str, None] = OrderedDict()
         self._closing = asyncio.Event()
+        self._late: list[Delivery] = []
 
     @property
     def in_flight(self) -> int:
@@ -96,6 +97,10 @@ class ConversationScheduler:
 
     def submit(self, delivery: Delivery) -> None:
         """Queue a delivery behind its conversation's earlier ones (never blocks)."""
+        if self._closing.is_set():
+            # Settled by close(): our own checkpoints acked, anything else requeued.
+            self._late.append(delivery)
+            return
         conversation = delivery.envelope.conversation_id
         self._queues.setdefault(conversation, deque()).append(delivery)
         if conversation not in self._workers:
@@ -107,9 +112,12 @@ class ConversationScheduler:
         if not task.cancelled() and task.exception() is not None:
             log.error("bridge.worker_crashed", error=repr(task.exception()))
 
-    async def close(self, timeout: float) -> None:
+    async def close(self, timeout: float, checkpoint_wait: float = 2.0) -> None:
         """Stop taking work, let in-flight messages finish within ``timeout``, requeue the rest.
 
+        Call it while still subscribed: after the in-flight work, it waits up to
+        ``checkpoint_wait`` for this process's checkpoint copies to come back and
+        acks them, so a restart does not resend answers that are complete.
         Messages waiting for a retry stop waiting at once and are requeued.
         """
         self._closing.set()
@@ -121,11 +129,26 @@ class ConversationScheduler:
             for task in pending:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        for queue in self._queues.values():
-            for delivery in queue:
-                with contextlib.suppress(Exception):
-                    await delivery.requeue()
+        leftovers = [d for queue in self._queues.values() for d in queue]
         self._queues.clear()
+        await self._settle_late(leftovers)
+        deadline = self._clock() + checkpoint_wait
+        while self._checkpointed and self._clock() < deadline:
+            await asyncio.sleep(0.02)
+            late, self._late = self._late, []
+            await self._settle_late(late)
+        await self._settle_late(self._late)
+        self._late = []
+
+    async def _settle_late(self, deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            envelope = delivery.envelope
+            done = envelope.message_id in self._completed
+            if envelope.headers.get(HEADER_CHECKPOINT) and done:
+                self._checkpointed.pop(envelope.message_id, None)
+                await self._settle(delivery)
+            else:
+                await self._requeue(delivery)
 
     async def _drain(self, conversation: str) -> None:
         queue = self._queues[conversation]
@@ -151,7 +174,8 @@ class ConversationScheduler:
         # Only a broker redelivery (our ack was lost) or our own checkpoint copy can
         # repeat work this process finished; a re-driven dead letter is new work.
         if (delivery.redelivered or is_checkpoint) and envelope.message_id in self._completed:
-            log.info("bridge.redelivery_already_done")
+            self._checkpointed.pop(envelope.message_id, None)
+            log.info("bridge.redelivery_already_done", checkpoint=is_checkpoint)
             await self._settle(delivery)
             return True
         if is_checkpoint and self._checkpointed.pop(envelope.message_id, False) is None:

@@ -121,11 +121,13 @@ class BridgeService:
         try:
             # A stalled broker must not hang shutdown: what is not settled by the
             # deadline stays unacked and the broker redelivers it.
-            async with asyncio.timeout(bound + 2):
-                await self._consumer.stop()
+            async with asyncio.timeout(bound + 4):
                 if self._scheduler is not None:
+                    # Still subscribed while draining: our checkpoint copies must come
+                    # back to be acked; new deliveries are requeued untouched.
                     log.info("bridge.draining", in_flight=self._scheduler.in_flight)
                     await self._scheduler.close(bound)
+                await self._consumer.stop()
                 await self._consumer.close()
         except TimeoutError:
-            log.warning("bridge.drain_timed_out", seconds=bound + 2)
+            log.warning("bridge.drain_timed_out", seconds=bound + 4)
