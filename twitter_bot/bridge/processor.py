@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -142,7 +143,13 @@ class Processor:
     def bot_for(self, envelope: Envelope) -> BotSettings | None:
         return self._bots.get(str(envelope.payload.get("bot_user_id", "")))
 
-    async def process(self, envelope: Envelope, first_attempt: bool) -> Result:
+    async def process(
+        self,
+        envelope: Envelope,
+        first_attempt: bool,
+        on_progress: Callable[[Envelope], Awaitable[None]] | None = None,
+    ) -> Result:
+        """One attempt. ``on_progress`` gets the envelope after each reply is out."""
         bot = self.bot_for(envelope)
         if bot is None or envelope.kind not in (DM_KIND, PUSH_KIND):
             reason = "no configured bot for this account" if bot is None else "unknown kind"
@@ -159,7 +166,7 @@ class Processor:
                 if asked.progress and asked.progress["answer"]:
                     return Result(Answered(), asked)
                 envelope = asked
-        return await self._send(envelope, bot)
+        return await self._send(envelope, bot, on_progress)
 
     async def _ask_bot(
         self, envelope: Envelope, bot: BotSettings, first_attempt: bool
@@ -202,13 +209,20 @@ class Processor:
         except XError as exc:
             log.warning("bridge.read_or_typing_failed", bot_id=bot.bot_id, error=str(exc)[:200])
 
-    async def _send(self, envelope: Envelope, bot: BotSettings) -> Result:
+    async def _send(
+        self,
+        envelope: Envelope,
+        bot: BotSettings,
+        on_progress: Callable[[Envelope], Awaitable[None]] | None,
+    ) -> Result:
         progress: dict[str, Any] = dict(envelope.progress or {})
         replies: list[Reply] = parse_replies({"messages": progress["answer"]}).replies
         recipient = str(envelope.payload.get("recipient_id") or envelope.payload["sender"]["id"])
 
         async def record(sent: int) -> None:
             progress["sent"] = sent
+            if on_progress is not None:
+                await on_progress(replace(envelope, progress=dict(progress)))
 
         try:
             await self._sender.send_replies(

@@ -44,6 +44,8 @@ from twitter_bot.queue.base import (
 log = structlog.get_logger(__name__)
 
 RECENTLY_COMPLETED = 10_000
+# How long a checkpoint from a crashed process waits for its newer siblings.
+CHECKPOINT_SIBLING_WAIT = 0.1
 
 
 @dataclass
@@ -86,8 +88,8 @@ class ConversationScheduler:
         self._barriers: dict[str, _Barrier] = {}
         self._bot_paused_until: dict[str, float] = {}
         self._completed: OrderedDict[str, None] = OrderedDict()
-        # Message ids whose checkpoint copy this process published and has not seen back.
-        self._checkpointed: OrderedDict[str, None] = OrderedDict()
+        # Per message id: checkpoint copies this process published and has not seen back.
+        self._checkpointed: dict[str, int] = {}
         self._closing = asyncio.Event()
         self._late: list[Delivery] = []
 
@@ -145,7 +147,7 @@ class ConversationScheduler:
             envelope = delivery.envelope
             done = envelope.message_id in self._completed
             if envelope.headers.get(HEADER_CHECKPOINT) and done:
-                self._checkpointed.pop(envelope.message_id, None)
+                self._seen_own_checkpoint(envelope.message_id)
                 await self._settle(delivery)
             else:
                 await self._requeue(delivery)
@@ -170,17 +172,13 @@ class ConversationScheduler:
     async def _handle(self, delivery: Delivery) -> bool:
         """Process and settle one delivery; False when closing interrupted it unsettled."""
         envelope = delivery.envelope
-        is_checkpoint = bool(envelope.headers.get(HEADER_CHECKPOINT))
-        # Only a broker redelivery (our ack was lost) or our own checkpoint copy can
-        # repeat work this process finished; a re-driven dead letter is new work.
-        if (delivery.redelivered or is_checkpoint) and envelope.message_id in self._completed:
-            self._checkpointed.pop(envelope.message_id, None)
-            log.info("bridge.redelivery_already_done", checkpoint=is_checkpoint)
-            await self._settle(delivery)
-            return True
-        if is_checkpoint and self._checkpointed.pop(envelope.message_id, False) is None:
-            # Our own checkpoint while the live copy (in progress or parked) is fresher:
-            # the checkpoint only matters after a crash.
+        if envelope.headers.get(HEADER_CHECKPOINT):
+            if await self._checkpoint_is_stale(delivery):
+                await self._settle(delivery)
+                return True
+        elif delivery.redelivered and envelope.message_id in self._completed:
+            # Our ack was lost (the channel died): the work is done already.
+            log.info("bridge.redelivery_already_done")
             await self._settle(delivery)
             return True
         barrier = self._barriers.get(envelope.conversation_id)
@@ -192,6 +190,38 @@ class ConversationScheduler:
             )
             return True
         return await self._attempt(delivery, envelope)
+
+    async def _checkpoint_is_stale(self, delivery: Delivery) -> bool:
+        """Whether a checkpoint copy carries nothing to do.
+
+        Our own copies are stale: the live message is done, in progress or parked
+        with fresher progress. A copy from a crashed process is stale when a newer
+        copy of the same message (more replies sent) is queued right behind it:
+        checkpoints have priority, so after a crash they arrive together first.
+        """
+        message_id = delivery.envelope.message_id
+        if self._seen_own_checkpoint(message_id) or message_id in self._completed:
+            return True
+        await asyncio.sleep(CHECKPOINT_SIBLING_WAIT)  # let the crash's other copies arrive
+        sent = _sent(delivery.envelope)
+        queue = self._queues.get(delivery.envelope.conversation_id, deque())
+        return any(
+            other is not delivery
+            and other.envelope.message_id == message_id
+            and other.envelope.headers.get(HEADER_CHECKPOINT)
+            and _sent(other.envelope) >= sent
+            for other in queue
+        )
+
+    def _seen_own_checkpoint(self, message_id: str) -> bool:
+        count = self._checkpointed.get(message_id, 0)
+        if count <= 0:
+            return False
+        if count == 1:
+            del self._checkpointed[message_id]
+        else:
+            self._checkpointed[message_id] = count - 1
+        return True
 
     async def _wait_unless_closing(self, seconds: float) -> bool:
         """Sleep; True if the scheduler started closing meanwhile."""
@@ -213,7 +243,9 @@ class ConversationScheduler:
                     return True
                 if await self._wait_unless_closing(wait):
                     return False
-            result = await self._processor.process(envelope, first_attempt=attempt == 0)
+            result = await self._processor.process(
+                envelope, first_attempt=attempt == 0, on_progress=self._checkpoint
+            )
             envelope, outcome = result.envelope, result.outcome
             if isinstance(outcome, Answered):
                 await self._checkpoint(envelope)
@@ -283,16 +315,20 @@ class ConversationScheduler:
         await self._settle(delivery)
 
     async def _checkpoint(self, envelope: Envelope) -> None:
-        """Persist the bot's answer before sending it, so a crash can't lose the rest."""
+        """Persist the bot's answer and how many replies are out, before sending more.
+
+        After a crash the newest checkpoint resumes the answer: nothing is lost,
+        and what was already sent is not sent again.
+        """
         try:
             await self._requeuer.checkpoint(replace(envelope, headers={}))
         except PublishError as exc:
             # Still safe: the original stays unacked, and a crash redelivers it.
             log.warning("bridge.checkpoint_failed", error=str(exc))
             return
-        self._checkpointed[envelope.message_id] = None
+        self._checkpointed[envelope.message_id] = self._checkpointed.get(envelope.message_id, 0) + 1
         while len(self._checkpointed) > RECENTLY_COMPLETED:
-            self._checkpointed.popitem(last=False)
+            del self._checkpointed[next(iter(self._checkpointed))]
 
     async def _finish(self, delivery: Delivery, envelope: Envelope, outcome: str) -> None:
         self._completed[envelope.message_id] = None
@@ -380,3 +416,7 @@ def _with_attempt(envelope: Envelope, attempt: int, not_before: float) -> Envelo
 
 def _epoch_ms(seconds: float) -> int:
     return round(seconds * 1000)
+
+
+def _sent(envelope: Envelope) -> int:
+    return int((envelope.progress or {}).get("sent", 0))
