@@ -10,6 +10,7 @@ from aiohttp import web
 
 from twitter_bot.bridge.service import BridgeService
 from twitter_bot.health import HealthHandler, Lifecycle
+from twitter_bot.management.daemon import WebhookUpkeep
 from twitter_bot.metrics import Metrics
 from twitter_bot.push_api import PushHandler
 from twitter_bot.queue.rabbit import RabbitConnection, RabbitPublisher, Topology
@@ -28,7 +29,13 @@ BRIDGE = web.AppKey("bridge", BridgeService)
 
 
 def topology_for(settings: Settings) -> Topology:
-    return Topology(prefix=settings.rabbit.queue_prefix, shards=settings.rabbit.shards)
+    rabbit = settings.rabbit
+    return Topology(
+        prefix=rabbit.queue_prefix,
+        shards=rabbit.shards,
+        queue_type=rabbit.queue_type,
+        delivery_limit=rabbit.delivery_limit,
+    )
 
 
 def _broker_ctx(
@@ -91,6 +98,9 @@ def create_app(
         app.cleanup_ctx.append(_broker_ctx(connection, rabbit.connect_timeout))
         app.cleanup_ctx.append(bridge.drain)
 
+    # CRC watchdog and gap recovery, when configured, on the roles serving the webhook.
+    upkeep = WebhookUpkeep.for_role(settings, metrics, role)
+    upkeep.install(app)
     if role != "worker":
         WebhookHandler(
             consumer_secret=settings.auth.consumer_secret.value,
@@ -100,6 +110,7 @@ def create_app(
                 settings.webhook.dedupe_ttl, settings.webhook.dedupe_max_entries
             ),
             metrics=metrics,
+            on_accepted=upkeep.on_accepted,
         ).add_routes(app, settings.webhook.path)
         if settings.push_api.token:  # off without a token: the route does not exist
             PushHandler(
@@ -108,5 +119,13 @@ def create_app(
                 publisher=publisher,
                 metrics=metrics,
             ).add_routes(app)
-    HealthHandler(lifecycle, publisher, metrics, role).add_routes(app)
+    bridge_service = app.get(BRIDGE)
+    HealthHandler(
+        lifecycle,
+        publisher,
+        metrics,
+        role,
+        active_shards=bridge_service.active_shards if bridge_service is not None else None,
+        webhook=upkeep.health_details,
+    ).add_routes(app)
     return app

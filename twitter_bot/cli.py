@@ -1,4 +1,4 @@
-"""The ``twitter-bot`` command line: ``run``, ``check-config`` and ``dead-letters``."""
+"""The ``twitter-bot`` command line: ``run``, ``check-config``, ``dead-letters``, ``webhooks``."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from twitter_bot import deadletters
 from twitter_bot.app import ROLES, Role
 from twitter_bot.daemon import serve
 from twitter_bot.logs import configure_logging
+from twitter_bot.management import cli as webhooks_cli
 from twitter_bot.settings import ConfigError, Settings, load_settings, render_summary
 
 DEFAULT_CONFIG = "conf/application.conf"
@@ -38,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     for command in (run, check):
         _add_config_option(command)
     _add_dead_letters(commands)
+    webhooks = commands.add_parser(
+        "webhooks", help="set up, check and repair X's webhook and subscriptions (see README)"
+    )
+    webhooks_cli.add_arguments(webhooks, _add_config_option)
     return parser
 
 
@@ -136,4 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "dead-letters":
         return _dead_letters(settings, args)
+    if args.command == "webhooks":
+        configure_logging("critical", settings.logging.format, secret_values(settings))
+        return webhooks_cli.run(settings, args, secrets=secret_values(settings))
     return _run(settings, args.role)

@@ -46,6 +46,7 @@ from twitter_bot.queue.base import (
     HEADER_ERROR_KIND,
     HEADER_ERROR_STATUS,
     HEADER_NOT_BEFORE,
+    HEADER_REDRIVEN,
     Envelope,
     shard_of,
 )
@@ -328,8 +329,12 @@ async def list_dead_letters(
 
 
 def redrive_message(letter: DeadLetter) -> aio_pika.Message:
-    """The message that re-drives ``letter``: same body and id, failure headers removed."""
+    """The message that re-drives ``letter``: same body and id, failure headers removed.
+
+    Marked as re-driven so the bridge does not drop it as a duplicate of its first try.
+    """
     headers = {k: v for k, v in letter.headers.items() if k not in RETRY_STRIPPED_HEADERS}
+    headers[HEADER_REDRIVEN] = 1
     return aio_pika.Message(
         body=letter.body,
         content_type="application/json",

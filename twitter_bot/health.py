@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -22,12 +23,21 @@ class HealthHandler:
     """``/health/live``, ``/health/ready`` and ``/metrics``."""
 
     def __init__(
-        self, lifecycle: Lifecycle, publisher: Publisher, metrics: Metrics, role: str
+        self,
+        lifecycle: Lifecycle,
+        publisher: Publisher,
+        metrics: Metrics,
+        role: str,
+        active_shards: Callable[[], list[int]] | None = None,
+        *,
+        webhook: Callable[[], dict[str, object]] | None = None,
     ) -> None:
         self._lifecycle = lifecycle
         self._publisher = publisher
         self._metrics = metrics
         self._role = role
+        self._active_shards = active_shards
+        self._webhook = webhook
         metrics.instance_info.labels(role).set(1)
 
     def add_routes(self, app: web.Application) -> None:
@@ -40,12 +50,18 @@ class HealthHandler:
 
     async def ready(self, request: web.Request) -> web.Response:
         broker_ok = self._publisher.ready
-        checks = {
+        checks: dict[str, object] = {
             "broker": "connected" if broker_ok else "unavailable",
             "shutting_down": self._lifecycle.shutting_down,
         }
+        if self._webhook is not None:
+            # The CRC watchdog's view, for information: readiness is about taking
+            # deliveries (the broker), and an instance can't fix X's side by restarting.
+            checks["webhook"] = self._webhook()
         status = "ready" if broker_ok and not self._lifecycle.shutting_down else "not ready"
-        body = {"status": status, "role": self._role, "checks": checks}
+        body: dict[str, object] = {"status": status, "role": self._role, "checks": checks}
+        if self._active_shards is not None:
+            body["active_shards"] = self._active_shards()
         return web.json_response(body, status=200 if status == "ready" else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:

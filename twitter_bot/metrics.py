@@ -53,6 +53,35 @@ class Metrics:
         self.crc_requests = Counter(
             "twitter_bot_webhook_crc_requests", "CRC challenges answered.", registry=r
         )
+        self.crc_last_answered = Gauge(
+            "twitter_bot_webhook_crc_last_answered_timestamp_seconds",
+            "Unix time of the last CRC challenge this instance answered.",
+            registry=r,
+        )
+        # The CRC watchdog's view of the webhook; NaN until its first check.
+        self.webhook_valid = Gauge(
+            "twitter_bot_webhook_valid",
+            "1 when the CRC watchdog last found the webhook registered and valid, else 0.",
+            registry=r,
+        )
+        self.webhook_last_check = Gauge(
+            "twitter_bot_webhook_last_check_timestamp_seconds",
+            "Unix time of the CRC watchdog's last successful check with X.",
+            registry=r,
+        )
+        self.webhook_last_crc = Gauge(
+            "twitter_bot_webhook_last_crc_timestamp_seconds",
+            "Unix time of the last CRC the watchdog had X run on the webhook.",
+            registry=r,
+        )
+        for gauge in (self.webhook_valid, self.webhook_last_check, self.webhook_last_crc):
+            gauge.set(float("nan"))
+        self.webhook_crc_triggers = Counter(
+            "twitter_bot_webhook_crc_triggers",
+            "CRCs the watchdog had X run, by outcome (valid, invalid, error).",
+            ["outcome"],
+            registry=r,
+        )
         self.publish_confirm_seconds = Histogram(
             "twitter_bot_publish_confirm_seconds",
             "Time from publish to broker confirm of one delivery's messages.",
@@ -75,6 +104,11 @@ class Metrics:
             "twitter_bot_bridge_dead_letters",
             "Messages moved to the dead-letter queue, by error kind.",
             ["kind"],
+            registry=r,
+        )
+        self.bridge_duplicates_dropped = Counter(
+            "twitter_bot_bridge_duplicates_dropped",
+            "Messages dropped by a worker because it had already bridged their id.",
             registry=r,
         )
         self.parked = Counter(
@@ -111,6 +145,12 @@ class Metrics:
             "twitter_bot_instance_info",
             "1, labelled with this instance's role (webhook, worker, all).",
             ["role"],
+            registry=r,
+        )
+        self.shard_active = Gauge(
+            "twitter_bot_shard_active",
+            "1 for each shard this instance is currently the active consumer of.",
+            ["shard"],
             registry=r,
         )
         self.broker_connected = Gauge(

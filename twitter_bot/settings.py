@@ -25,6 +25,7 @@ _T = TypeVar("_T")
 
 DmApi = Literal["v1.1", "v2"]
 AccountActivityApi = Literal["v1.1", "v2", "xaa"]
+QueueType = Literal["classic", "quorum"]
 
 
 class ConfigError(Exception):
@@ -88,6 +89,17 @@ class AuthSettings:
 
 
 @dataclass(frozen=True)
+class GapRecoverySettings:
+    """`chatbots.twitter-bot.api.gap-recovery`: replay what X sent while the daemon was down."""
+
+    enabled: bool = False
+    # Downtime longer than this is replayed on start.
+    threshold: float = 600.0
+    # Where the last accepted event per bot and the daemon's last sign of life are kept.
+    state_file: str | None = None
+
+
+@dataclass(frozen=True)
 class ApiSettings:
     """`chatbots.twitter-bot.api`: X endpoints and API generations."""
 
@@ -99,6 +111,7 @@ class ApiSettings:
     dm_api: DmApi = "v1.1"
     account_activity: AccountActivityApi = "v1.1"
     crc_watchdog_interval: float | None = None
+    gap_recovery: GapRecoverySettings = GapRecoverySettings()
 
 
 @dataclass(frozen=True)
@@ -190,6 +203,13 @@ class RabbitSettings:
     # Incoming messages are spread over this many queues by conversation; each
     # queue has one active consumer, which keeps a conversation in order.
     shards: int = 8
+    # classic, or quorum (replicated; recommended on a cluster).
+    queue_type: QueueType = "classic"
+    # Quorum queues only: deliveries of one message (crash loops) before it is
+    # dead-lettered.
+    delivery_limit: int = 20
+    # How often a worker checks which shards it is the active consumer of.
+    shard_probe_interval: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -254,7 +274,9 @@ KNOWN_KEYS: Mapping[str, tuple[str, ...]] = {
         "dm-api",
         "account-activity",
         "crc-watchdog-interval",
+        "gap-recovery",
     ),
+    f"{_TWITTER_BOT}.api.gap-recovery": ("enabled", "threshold", "state-file"),
     f"{_TWITTER_BOT}.bots[]": ("access-token", "access-secret", "user-id", "bot-id"),
     f"{_TWITTER_BOT}.webhooks-messaging": (
         "message-timeout",
@@ -284,6 +306,9 @@ KNOWN_KEYS: Mapping[str, tuple[str, ...]] = {
         "connect-timeout",
         "heartbeat",
         "shards",
+        "queue-type",
+        "delivery-limit",
+        "shard-probe-interval",
     ),
 }
 """Every key the loader reads, by section; ``bots[]`` stands for each bot."""
@@ -343,6 +368,7 @@ _ACCOUNT_ACTIVITY_APIS: dict[str, AccountActivityApi] = {"v1.1": "v1.1", "v2": "
 _LOG_LEVELS = {name: name for name in ("debug", "info", "warning", "error", "critical")} | {
     "warn": "warning"
 }
+_QUEUE_TYPES: dict[str, QueueType] = {"classic": "classic", "quorum": "quorum"}
 _LOG_FORMATS: dict[str, Literal["auto", "json", "console"]] = {
     "auto": "auto",
     "json": "json",
@@ -690,7 +716,51 @@ def _read_api(twitter: _Node) -> ApiSettings:
             "account-activity", _choice(_ACCOUNT_ACTIVITY_APIS), default.account_activity
         ),
         crc_watchdog_interval=node.get("crc-watchdog-interval", _duration(), None),
+        gap_recovery=_read_gap_recovery(node),
     )
+
+
+def _optional_text(value: object) -> str | None:
+    text = _text(value).strip()
+    return text or None
+
+
+def _read_gap_recovery(api: _Node) -> GapRecoverySettings:
+    node = api.child("gap-recovery")
+    node.reject_unknown(KNOWN_KEYS[node.path])
+    default = GapRecoverySettings()
+    settings = GapRecoverySettings(
+        enabled=node.get("enabled", _boolean, default.enabled),
+        threshold=node.get("threshold", _duration(), default.threshold),
+        state_file=node.get("state-file", _optional_text, None),
+    )
+    if settings.enabled and settings.state_file is None:
+        raise ConfigError(node.key("state-file"), "is required when gap recovery is enabled")
+    return settings
+
+
+def _management_needs(auth: AuthSettings, api: ApiSettings) -> None:
+    """The daemon's own calls to X (CRC watchdog, gap replay) need these keys: checked at load."""
+    found: dict[str, str] = {}
+    watchdog = api.crc_watchdog_interval is not None
+    gap = api.gap_recovery.enabled
+    feature = "api.crc-watchdog-interval" if watchdog else "api.gap-recovery.enabled"
+    if (watchdog or gap) and api.webhook_url is None:
+        found[f"{_TWITTER_BOT}.api.webhook-url"] = f"is required with {feature}"
+    if (watchdog or gap) and auth.bearer_token is None:
+        found[f"{_TWITTER_BOT}.auth.bearer-token"] = f"is required with {feature}"
+    if watchdog and api.account_activity == "v1.1" and auth.default_access_token is None:
+        found[f"{_TWITTER_BOT}.auth.default-access-token"] = (
+            "is required with api.crc-watchdog-interval on account-activity v1.1 "
+            "(X's v1.1 CRC trigger is signed with the app owner's token)"
+        )
+    if gap and api.account_activity == "v1.1":
+        found[f"{_TWITTER_BOT}.api.gap-recovery.enabled"] = (
+            "needs account-activity v2 or xaa: X replays events only to v2 webhooks"
+        )
+    if found:
+        first, *rest = (ConfigError(key, problem) for key, problem in found.items())
+        raise ConfigError(first.key, first.problem, rest)
 
 
 def _read_bot(list_key: str, index: int, item: object) -> BotSettings:
@@ -849,6 +919,11 @@ def _read_rabbit(chatbots: _Node) -> RabbitSettings:
         connect_timeout=node.get("connect-timeout", _duration(), default.connect_timeout),
         heartbeat=node.get("heartbeat", _heartbeat, default.heartbeat),
         shards=node.get("shards", _integer(1, 1024), default.shards),
+        queue_type=node.get("queue-type", _choice(_QUEUE_TYPES), default.queue_type),
+        delivery_limit=node.get("delivery-limit", _integer(1, 10_000), default.delivery_limit),
+        shard_probe_interval=node.get(
+            "shard-probe-interval", _duration(), default.shard_probe_interval
+        ),
     )
 
 
@@ -867,6 +942,8 @@ def _read_settings(root: Mapping[str, object]) -> Settings:
     logging = errors.run(partial(_read_logging, twitter))
     gateway = errors.run(partial(_read_gateway, chatbots))
     rabbit = errors.run(partial(_read_rabbit, chatbots))
+    if auth is not None and api is not None:
+        errors.run(partial(_management_needs, auth, api))
     errors.raise_if_any()
     return Settings(
         auth=_present(auth),
@@ -967,6 +1044,16 @@ def _shown(secret: Secret | None) -> str:
     return "set" if secret else "not set"
 
 
+def _shown_seconds(seconds: float | None) -> str:
+    return "off" if seconds is None else f"{seconds:g}s"
+
+
+def _shown_gap_recovery(gap: GapRecoverySettings) -> str:
+    if not gap.enabled:
+        return "off"
+    return f"on, threshold {gap.threshold:g}s, state file {gap.state_file}"
+
+
 def _public_url(url: str | None) -> str:
     """The URL with any user:password@ masked."""
     if url is None:
@@ -993,6 +1080,8 @@ def render_summary(settings: Settings) -> str:
         f"  upload-url: {_public_url(api.upload_url)}",
         f"  dm-api: {api.dm_api}",
         f"  account-activity: {api.account_activity}",
+        f"  crc-watchdog-interval: {_shown_seconds(api.crc_watchdog_interval)}",
+        f"  gap-recovery: {_shown_gap_recovery(api.gap_recovery)}",
         f"bots ({len(settings.bots)}):",
         *(
             f"  - user-id: {bot.user_id}, bot-id: {bot.bot_id}, "

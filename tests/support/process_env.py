@@ -35,6 +35,15 @@ class ProcessEnv:
         await daemon.wait_ready()
         return daemon
 
+    def variant(self, name: str, *, port: int | None = None, extra: str = "") -> tuple[Path, int]:
+        """Another instance's config: the same broker, fakes and queues; its own port."""
+        port = port or free_port()
+        text = self.config.read_text()
+        assert f"port: {self.port}" in text
+        path = self.config.with_name(f"{name}.conf")
+        path.write_text(text.replace(f"port: {self.port}", f"port: {port}") + extra)
+        return path, port
+
     async def send_dm(self, base_url: str, event_id: str, text: str) -> None:
         raw, headers = signed(
             aaa_delivery(BOT, dm_event(event_id, USER, BOT, text)), SECRETS["consumer_secret"]

@@ -31,3 +31,18 @@ def delete_vhost(name: str) -> None:
 
 def set_policy(vhost: str, name: str, pattern: str, definition: str) -> None:
     _ctl("set_policy", "-p", vhost, "--apply-to", "queues", name, pattern, definition)
+
+
+def queue_types(vhost: str) -> dict[str, str]:
+    """Queue name -> type (classic, quorum) in a vhost."""
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        raise RuntimeError("rabbitmqctl not found: the tests need the local RabbitMQ")
+    out = subprocess.run(
+        [ctl, "-q", "list_queues", "-p", vhost, "name", "type", "--no-table-headers"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    return dict(line.split("\t")[:2] for line in out.splitlines() if "\t" in line)

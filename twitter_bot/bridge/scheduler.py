@@ -37,6 +37,7 @@ from twitter_bot.queue.base import (
     HEADER_ERROR_KIND,
     HEADER_ERROR_STATUS,
     HEADER_NOT_BEFORE,
+    HEADER_REDRIVEN,
     Envelope,
     PublishError,
 )
@@ -75,12 +76,14 @@ class ConversationScheduler:
         *,
         max_hold: float,
         metrics: Metrics,
+        checkpoints: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._processor = processor
         self._requeuer = requeuer
         self._policy = policy
         self._max_hold = max_hold
+        self._checkpoints = checkpoints
         self._metrics = metrics
         self._clock = clock
         self._queues: dict[str, deque[Delivery]] = {}
@@ -176,9 +179,11 @@ class ConversationScheduler:
             if await self._checkpoint_is_stale(delivery):
                 await self._settle(delivery)
                 return True
-        elif delivery.redelivered and envelope.message_id in self._completed:
-            # Our ack was lost (the channel died): the work is done already.
-            log.info("bridge.redelivery_already_done")
+        elif envelope.message_id in self._completed and not envelope.headers.get(HEADER_REDRIVEN):
+            # A redelivery after a lost ack, or X's duplicate accepted by another
+            # webhook instance (both copies land on this shard): done already.
+            log.info("bridge.duplicate_dropped", redelivered=delivery.redelivered)
+            self._metrics.bridge_duplicates_dropped.inc()
             await self._settle(delivery)
             return True
         barrier = self._barriers.get(envelope.conversation_id)
@@ -318,8 +323,11 @@ class ConversationScheduler:
         """Persist the bot's answer and how many replies are out, before sending more.
 
         After a crash the newest checkpoint resumes the answer: nothing is lost,
-        and what was already sent is not sent again.
+        and what was already sent is not sent again. Off with quorum queues, which
+        cannot deliver a checkpoint ahead of the messages queued behind it.
         """
+        if not self._checkpoints:
+            return
         try:
             await self._requeuer.checkpoint(replace(envelope, headers={}))
         except PublishError as exc:

@@ -8,6 +8,7 @@ on shutdown in-flight messages finish before the broker connection closes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -21,6 +22,7 @@ from twitter_bot.bridge.retry import RetryPolicy
 from twitter_bot.bridge.scheduler import ConversationScheduler
 from twitter_bot.gateway import GatewayClient
 from twitter_bot.metrics import Metrics
+from twitter_bot.queue.base import PublishError
 from twitter_bot.queue.rabbit import (
     RabbitConnection,
     RabbitConsumer,
@@ -57,6 +59,24 @@ class BridgeService:
     @property
     def scheduler(self) -> ConversationScheduler | None:
         return self._scheduler
+
+    def active_shards(self) -> list[int]:
+        """The shards this instance is currently the active consumer of."""
+        return self._consumer.active_shards(within=2.5 * self._settings.rabbit.shard_probe_interval)
+
+    async def _probe_shards(self) -> None:
+        interval = self._settings.rabbit.shard_probe_interval
+        while True:
+            for shard in range(self._publisher.topology.shards):
+                try:
+                    await self._publisher.probe(shard)
+                except PublishError as exc:
+                    log.debug("bridge.probe_failed", shard=shard, error=str(exc))
+                    break
+            active = set(self.active_shards())
+            for shard in range(self._publisher.topology.shards):
+                self._metrics.shard_active.labels(str(shard)).set(1 if shard in active else 0)
+            await asyncio.sleep(interval)
 
     def _submit(self, delivery: RabbitDelivery) -> None:
         if self._scheduler is None:
@@ -111,12 +131,17 @@ class BridgeService:
                 RetryPolicy(m.max_attempts, m.retry_initial_delay, m.retry_max_delay),
                 max_hold=m.max_rate_limit_hold,
                 metrics=self._metrics,
+                checkpoints=self._publisher.topology.checkpoints_enabled,
             )
             yield
 
     async def drain(self, app: web.Application) -> AsyncIterator[None]:
-        """On shutdown: stop consuming, finish or requeue in-flight work within the bound."""
+        """Probe the shards while running; on shutdown finish or requeue in-flight work."""
+        prober = asyncio.create_task(self._probe_shards(), name="shard-prober")
         yield
+        prober.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await prober
         bound = self._settings.http.shutdown_timeout
         try:
             # A stalled broker must not hang shutdown: what is not settled by the

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -99,3 +99,55 @@ HEADER_BOT_ID = "x-bot-id"
 HEADER_CONVERSATION_ID = "x-conversation-id"
 # Marks the copy of a message published with the bot's answer before its replies go out.
 HEADER_CHECKPOINT = "x-checkpoint"
+# Set by `dead-letters retry`: an operator asked for this message to be bridged again.
+HEADER_REDRIVEN = "x-redriven"
+
+
+class QueueDelivery(Protocol):
+    """One consumed message; settled exactly once by ack or requeue."""
+
+    @property
+    def envelope(self) -> Envelope: ...
+
+    @property
+    def redelivered(self) -> bool: ...
+
+    async def ack(self) -> None: ...
+
+    async def requeue(self) -> None: ...
+
+
+class MessageQueue(Protocol):
+    """The durable queue port: RabbitMQ in production, SQLite for one machine.
+
+    Every write returns only once it is durable (broker confirm / fsync), or
+    raises PublishError. ``consume`` is registered before ``start``.
+    """
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def checkpoints_enabled(self) -> bool: ...
+
+    def consume(self, prefetch: int, deliver: Callable[[QueueDelivery], None]) -> None: ...
+
+    async def start(self) -> None: ...
+
+    async def wait_ready(self, timeout: float) -> bool: ...
+
+    async def stop_consuming(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def publish(self, envelopes: list[Envelope]) -> None: ...
+
+    async def park(self, envelope: Envelope, delay: float) -> None: ...
+
+    async def checkpoint(self, envelope: Envelope) -> None: ...
+
+    async def dead_letter(self, envelope: Envelope) -> None: ...
+
+    def active_shards(self) -> list[int] | None:
+        """Shards this process is the active consumer of; None when the idea does not apply."""
+        ...

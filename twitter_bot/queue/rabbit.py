@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import aio_pika
@@ -40,11 +41,13 @@ from twitter_bot.queue.base import (
     HEADER_ERROR_KIND,
     HEADER_ERROR_STATUS,
     HEADER_NOT_BEFORE,
+    HEADER_REDRIVEN,
     Envelope,
     PublishError,
+    QueueDelivery,
     shard_of,
 )
-from twitter_bot.settings import BrokerHost
+from twitter_bot.settings import BrokerHost, RabbitSettings
 
 log = structlog.get_logger(__name__)
 
@@ -58,6 +61,7 @@ DELAY_TIERS = (1, 5, 30, 120, 600, 3600)
 # No "x-" prefix: RabbitMQ's headers exchange ignores x- headers when matching
 # (x-match: all), which would route a parked message into every tier.
 DELAY_TIER_HEADER = "twitter-bot-delay-tier"
+PROBE_HEADER = "twitter-bot-probe"
 
 
 def delay_tier(seconds: float) -> int:
@@ -72,6 +76,14 @@ class Topology:
 
     prefix: str
     shards: int
+    # "quorum": replicated queues for a cluster. They take no priorities, so
+    # checkpoints cannot overtake and are not used (see checkpoints_enabled).
+    queue_type: str = "classic"
+    delivery_limit: int = 20
+
+    @property
+    def checkpoints_enabled(self) -> bool:
+        return self.queue_type == "classic"
 
     @property
     def exchange(self) -> str:
@@ -103,17 +115,43 @@ class Topology:
 
 
 def shard_queue_arguments(topology: Topology) -> dict[str, Any]:
-    return {
+    arguments: dict[str, Any] = {
         # One active consumer per shard keeps a conversation's messages in order
         # even when several instances consume the same broker.
         "x-single-active-consumer": True,
         # A message the bridge cannot even decode is rejected into the dead letters.
         "x-dead-letter-exchange": topology.exchange,
         "x-dead-letter-routing-key": topology.dead_letter_routing_key,
+    }
+    if topology.queue_type == "quorum":
+        # A message that keeps crashing its consumer is dead-lettered, not looped.
+        arguments |= {"x-queue-type": "quorum", "x-delivery-limit": topology.delivery_limit}
+    else:
         # Checkpoints (priority 1) are delivered before the messages queued behind
         # them, so a conversation resumes in order after a crash.
-        "x-max-priority": 1,
+        arguments["x-max-priority"] = 1
+    return arguments
+
+
+def _type_arguments(topology: Topology) -> dict[str, Any]:
+    return {"x-queue-type": "quorum"} if topology.queue_type == "quorum" else {}
+
+
+def delay_queue_arguments(topology: Topology, tier: int) -> dict[str, Any]:
+    # Expired messages go back to the main exchange with their own routing key,
+    # i.e. to the shard they came from.
+    arguments: dict[str, Any] = {
+        "x-message-ttl": tier * 1000,
+        "x-dead-letter-exchange": topology.exchange,
     }
+    if topology.queue_type == "quorum":
+        # Quorum dead-lettering is at-most-once unless asked: parked messages must survive.
+        arguments |= {
+            "x-queue-type": "quorum",
+            "x-dead-letter-strategy": "at-least-once",
+            "x-overflow": "reject-publish",
+        }
+    return arguments
 
 
 @dataclass(frozen=True)
@@ -134,7 +172,9 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Exch
             arguments=shard_queue_arguments(topology),
         )
         await queue.bind(exchange, topology.shard_routing_key(shard))
-    dead_letters = await channel.declare_queue(topology.dead_letter_queue, durable=True)
+    dead_letters = await channel.declare_queue(
+        topology.dead_letter_queue, durable=True, arguments=_type_arguments(topology)
+    )
     await dead_letters.bind(exchange, topology.dead_letter_routing_key)
     delay = await channel.declare_exchange(
         topology.delay_exchange, aio_pika.ExchangeType.HEADERS, durable=True
@@ -143,9 +183,7 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Exch
         tier_queue = await channel.declare_queue(
             topology.delay_queue(tier),
             durable=True,
-            # Expired messages go back to the main exchange with their own
-            # routing key, i.e. to the shard they came from.
-            arguments={"x-message-ttl": tier * 1000, "x-dead-letter-exchange": topology.exchange},
+            arguments=delay_queue_arguments(topology, tier),
         )
         await tier_queue.bind(delay, arguments={"x-match": "all", DELAY_TIER_HEADER: str(tier)})
     return Exchanges(main=exchange, delay=delay)
@@ -352,6 +390,18 @@ class RabbitPublisher:
         message = _message(envelope, extra_headers={HEADER_CHECKPOINT: 1}, priority=1)
         await self._confirm_all([(main, routing_key, message)])
 
+    async def probe(self, shard: int) -> None:
+        """A transient marker on a shard, so its active consumer knows it is active."""
+        message = aio_pika.Message(
+            body=b"{}",
+            delivery_mode=DeliveryMode.NOT_PERSISTENT,
+            headers={PROBE_HEADER: 1},
+            priority=1 if self._topology.checkpoints_enabled else 0,
+            expiration=60,
+        )
+        main = self._require_exchanges().main
+        await self._confirm_all([(main, self._topology.shard_routing_key(shard), message)])
+
     async def dead_letter(self, envelope: Envelope) -> None:
         """Move an envelope (with its reason headers) to the dead-letter queue."""
         main = self._require_exchanges().main
@@ -411,6 +461,7 @@ _OWN_HEADERS = frozenset(
         HEADER_DEAD_AT,
         HEADER_BOT_ID,
         HEADER_CHECKPOINT,
+        HEADER_REDRIVEN,
     }
 )
 
@@ -465,6 +516,7 @@ class RabbitConsumer:
         self._deliver = deliver
         self._channel: AbstractChannel | None = None
         self._consumers: list[tuple[AbstractQueue, str]] = []
+        self._last_delivery: dict[int, float] = {}
         self._stopped = False
         connection.on_connected(self._subscribe)
 
@@ -476,10 +528,24 @@ class RabbitConsumer:
         consumers = []
         for shard in range(self._topology.shards):
             queue = await channel.get_queue(self._topology.shard_queue(shard), ensure=True)
-            consumers.append((queue, await queue.consume(self._on_message)))
+            callback = partial(self._on_message, shard)
+            consumers.append((queue, await queue.consume(callback)))
         self._channel, self._consumers = channel, consumers
 
-    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+    def active_shards(self, within: float) -> list[int]:
+        """Shards this consumer received anything on (a message or a probe) lately.
+
+        With single active consumer only the active instance receives a shard's
+        messages; workers probe every shard so an idle active shard shows too.
+        """
+        now = time.monotonic()
+        return sorted(s for s, at in self._last_delivery.items() if now - at <= within)
+
+    async def _on_message(self, shard: int, message: AbstractIncomingMessage) -> None:
+        self._last_delivery[shard] = time.monotonic()
+        if message.headers.get(PROBE_HEADER):
+            await message.ack()
+            return
         try:
             envelope = Envelope.decode(message.body, own_headers(message.headers))
         except (ValueError, KeyError, TypeError) as exc:
@@ -503,3 +569,99 @@ class RabbitConsumer:
         if channel is not None and not channel.is_closed:
             with contextlib.suppress(Exception):
                 await channel.close()
+
+
+class RabbitQueue:
+    """The MessageQueue port over RabbitMQ: connection, publisher, consumer, shard probes."""
+
+    def __init__(
+        self,
+        rabbit: RabbitSettings,
+        topology: Topology,
+        *,
+        on_confirmed: Callable[[float], None] | None = None,
+    ) -> None:
+        self._rabbit = rabbit
+        self._topology = topology
+        self._connection = RabbitConnection(
+            rabbit.hosts,
+            username=rabbit.username,
+            password=rabbit.password.value,
+            virtual_host=rabbit.virtual_host,
+            connect_timeout=rabbit.connect_timeout,
+            heartbeat=rabbit.heartbeat,
+        )
+        self._publisher = RabbitPublisher(
+            self._connection,
+            topology,
+            confirm_timeout=rabbit.publish_timeout,
+            on_confirmed=on_confirmed,
+        )
+        self._consumer: RabbitConsumer | None = None
+        self._prober: asyncio.Task[None] | None = None
+
+    @property
+    def topology(self) -> Topology:
+        return self._topology
+
+    @property
+    def ready(self) -> bool:
+        return self._publisher.ready
+
+    @property
+    def checkpoints_enabled(self) -> bool:
+        return self._topology.checkpoints_enabled
+
+    def consume(self, prefetch: int, deliver: Callable[[QueueDelivery], None]) -> None:
+        self._consumer = RabbitConsumer(
+            self._connection, self._topology, prefetch=prefetch, deliver=deliver
+        )
+
+    async def start(self) -> None:
+        self._connection.start()
+        if self._consumer is not None:
+            self._prober = asyncio.create_task(self._probe_shards(), name="shard-prober")
+
+    async def wait_ready(self, timeout: float) -> bool:
+        return await self._connection.wait_connected(timeout) and self.ready
+
+    async def stop_consuming(self) -> None:
+        prober, self._prober = self._prober, None
+        if prober is not None:
+            prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await prober
+        if self._consumer is not None:
+            await self._consumer.stop()
+            await self._consumer.close()
+
+    async def stop(self) -> None:
+        await self.stop_consuming()
+        await self._connection.stop()
+
+    async def publish(self, envelopes: list[Envelope]) -> None:
+        await self._publisher.publish(envelopes)
+
+    async def park(self, envelope: Envelope, delay: float) -> None:
+        await self._publisher.park(envelope, delay)
+
+    async def checkpoint(self, envelope: Envelope) -> None:
+        await self._publisher.checkpoint(envelope)
+
+    async def dead_letter(self, envelope: Envelope) -> None:
+        await self._publisher.dead_letter(envelope)
+
+    def active_shards(self) -> list[int] | None:
+        if self._consumer is None:
+            return None
+        return self._consumer.active_shards(within=2.5 * self._rabbit.shard_probe_interval)
+
+    async def _probe_shards(self) -> None:
+        while True:
+            for shard in range(self._topology.shards):
+                try:
+                    await self._publisher.probe(shard)
+                except PublishError as exc:
+                    log.debug("queue.probe_failed", shard=shard, error=str(exc))
+                    break
+            await asyncio.sleep(self._rabbit.shard_probe_interval)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import structlog
@@ -60,12 +60,15 @@ class WebhookHandler:
         publisher: Publisher,
         recent_ids: RecentEventIds,
         metrics: Metrics,
+        on_accepted: Callable[[str, float], None] | None = None,
     ) -> None:
+        """``on_accepted(bot_user_id, accepted_at)`` is told of every DM once it is queued."""
         self._consumer_secret = consumer_secret
         self._bot_ids = bot_ids_by_user_id
         self._publisher = publisher
         self._recent_ids = recent_ids
         self._metrics = metrics
+        self._on_accepted = on_accepted
 
     def add_routes(self, app: web.Application, path: str) -> None:
         app.router.add_get(path, self.crc)
@@ -76,6 +79,7 @@ class WebhookHandler:
         if not token:
             return _error(400, "missing crc_token")
         self._metrics.crc_requests.inc()
+        self._metrics.crc_last_answered.set_to_current_time()
         log.info("webhook.crc_answered")
         return web.json_response(
             {"response_token": crc_response_token(self._consumer_secret, token)}
@@ -154,6 +158,8 @@ class WebhookHandler:
                 self._recent_ids.settle(message.event_id, confirmed)
         if confirmed:
             for message in messages:
+                if self._on_accepted is not None:
+                    self._on_accepted(message.bot_user_id, accepted_at)
                 log.info(
                     "webhook.dm_queued",
                     event_id=message.event_id,
