@@ -532,7 +532,7 @@ WRONG_VALUES = [
     (bots(bot(), bot(access_token=None)), f"{TW}.bots[1].access-token"),
     (bots(bot(access_secret="")), f"{TW}.bots[0].access-secret"),
     ("chatbots.gateway-api.url: null", "chatbots.gateway-api.url"),
-    (f"{RABBIT}.hosts: null", f"{RABBIT}.hosts"),
+    (f"{RABBIT}.hosts: []", f"{RABBIT}.hosts"),
     (f"{RABBIT}.hosts: []", f"{RABBIT}.hosts"),
     (f'{RABBIT}.password: ""', f"{RABBIT}.password"),
     (f'{RABBIT}.username: ""', f"{RABBIT}.username"),
@@ -837,3 +837,15 @@ def test_docs_describe_every_key_and_variable() -> None:
     assert variables == set(ENV_VARS)
     assert not [key for key in sorted(keys) if f"`{key}`" not in docs]
     assert not [name for name in sorted(variables) if f"`{name}`" not in docs]
+
+
+def test_without_rabbit_hosts_the_embedded_sqlite_queue_is_used() -> None:
+    settings = with_override(f"{RABBIT}.hosts: null")
+    assert not settings.uses_rabbitmq
+    assert settings.sqlite.path == "data/twitter-bot-queue.sqlite3"
+    assert "embedded SQLite at data/twitter-bot-queue.sqlite3" in render_summary(settings)
+    moved = with_override(
+        f'{RABBIT}.hosts: null\nchatbots.messaging.sqlite.path: "/var/lib/tb/q.db"'
+    )
+    assert moved.sqlite.path == "/var/lib/tb/q.db"
+    assert with_override(f'{RABBIT}.hosts: ["r1:5672"]').uses_rabbitmq

@@ -13,7 +13,9 @@ from twitter_bot.health import HealthHandler, Lifecycle
 from twitter_bot.management.daemon import WebhookUpkeep
 from twitter_bot.metrics import Metrics
 from twitter_bot.push_api import PushHandler
-from twitter_bot.queue.rabbit import RabbitConnection, RabbitPublisher, Topology
+from twitter_bot.queue.base import MessageQueue
+from twitter_bot.queue.rabbit import RabbitQueue, Topology
+from twitter_bot.queue.sqlite import SqliteQueue
 from twitter_bot.settings import Settings
 from twitter_bot.webhook.dedupe import RecentEventIds
 from twitter_bot.webhook.handler import WebhookHandler
@@ -23,8 +25,7 @@ log = structlog.get_logger(__name__)
 SETTINGS = web.AppKey("settings", Settings)
 METRICS = web.AppKey("metrics", Metrics)
 LIFECYCLE = web.AppKey("lifecycle", Lifecycle)
-BROKER = web.AppKey("broker", RabbitConnection)
-PUBLISHER = web.AppKey("publisher", RabbitPublisher)
+QUEUE = web.AppKey("queue", MessageQueue)
 BRIDGE = web.AppKey("bridge", BridgeService)
 
 
@@ -38,18 +39,37 @@ def topology_for(settings: Settings) -> Topology:
     )
 
 
-def _broker_ctx(
-    connection: RabbitConnection, first_connect_timeout: float
+def build_queue(settings: Settings, metrics: Metrics) -> MessageQueue:
+    """RabbitMQ when hosts are configured, else the embedded SQLite queue."""
+    if settings.uses_rabbitmq:
+        topology = topology_for(settings)
+
+        def record_active(active: list[int]) -> None:
+            for shard in range(topology.shards):
+                metrics.shard_active.labels(str(shard)).set(1 if shard in active else 0)
+
+        return RabbitQueue(
+            settings.rabbit,
+            topology,
+            on_confirmed=metrics.publish_confirm_seconds.observe,
+            on_active_shards=record_active,
+        )
+    log.info("queue.embedded_sqlite", path=settings.sqlite.path)
+    return SqliteQueue(settings.sqlite.path)
+
+
+def _queue_ctx(
+    queue: MessageQueue, first_connect_timeout: float
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    async def broker(app: web.Application) -> AsyncIterator[None]:
-        connection.start()
-        if not await connection.wait_connected(first_connect_timeout):
+    async def open_queue(app: web.Application) -> AsyncIterator[None]:
+        await queue.start()
+        if not await queue.wait_ready(first_connect_timeout):
             # Serve anyway: CRCs still pass, deliveries get 503 until the broker is back.
             log.warning("broker.unavailable_at_start")
         yield
-        await connection.stop()
+        await queue.stop()
 
-    return broker
+    return open_queue
 
 
 Role = Literal["webhook", "worker", "all"]
@@ -67,35 +87,21 @@ def create_app(
     metrics = metrics or Metrics()
     app = web.Application(client_max_size=settings.http.max_body_size)
     lifecycle = Lifecycle()
-    rabbit = settings.rabbit
-    connection = RabbitConnection(
-        rabbit.hosts,
-        username=rabbit.username,
-        password=rabbit.password.value,
-        virtual_host=rabbit.virtual_host,
-        connect_timeout=rabbit.connect_timeout,
-        heartbeat=rabbit.heartbeat,
-    )
-    publisher = RabbitPublisher(
-        connection,
-        topology_for(settings),
-        confirm_timeout=rabbit.publish_timeout,
-        on_confirmed=metrics.publish_confirm_seconds.observe,
-    )
+    queue = build_queue(settings, metrics)
     app[SETTINGS] = settings
     app[METRICS] = metrics
     app[LIFECYCLE] = lifecycle
-    app[BROKER] = connection
-    app[PUBLISHER] = publisher
+    app[QUEUE] = queue
+    queue_ctx = _queue_ctx(queue, settings.rabbit.connect_timeout)
     if role == "webhook":
-        app.cleanup_ctx.append(_broker_ctx(connection, rabbit.connect_timeout))
+        app.cleanup_ctx.append(queue_ctx)
     else:
-        bridge = BridgeService(settings, connection, publisher, metrics)
+        bridge = BridgeService(settings, queue, metrics)
         app[BRIDGE] = bridge
         # Order matters: teardown runs in reverse, so the bridge drains before the
-        # broker connection closes, and the HTTP sessions close last.
+        # queue closes, and the HTTP sessions close last.
         app.cleanup_ctx.append(bridge.resources)
-        app.cleanup_ctx.append(_broker_ctx(connection, rabbit.connect_timeout))
+        app.cleanup_ctx.append(queue_ctx)
         app.cleanup_ctx.append(bridge.drain)
 
     # CRC watchdog and gap recovery, when configured, on the roles serving the webhook.
@@ -105,7 +111,7 @@ def create_app(
         WebhookHandler(
             consumer_secret=settings.auth.consumer_secret.value,
             bot_ids_by_user_id={bot.user_id: bot.bot_id for bot in settings.bots},
-            publisher=publisher,
+            publisher=queue,
             recent_ids=RecentEventIds(
                 settings.webhook.dedupe_ttl, settings.webhook.dedupe_max_entries
             ),
@@ -116,16 +122,15 @@ def create_app(
             PushHandler(
                 token=settings.push_api.token.value,
                 bots=settings.bots,
-                publisher=publisher,
+                publisher=queue,
                 metrics=metrics,
             ).add_routes(app)
-    bridge_service = app.get(BRIDGE)
     HealthHandler(
         lifecycle,
-        publisher,
+        queue,
         metrics,
         role,
-        active_shards=bridge_service.active_shards if bridge_service is not None else None,
+        active_shards=queue.active_shards if role != "webhook" else None,
         webhook=upkeep.health_details,
     ).add_routes(app)
     return app

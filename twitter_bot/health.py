@@ -28,7 +28,7 @@ class HealthHandler:
         publisher: Publisher,
         metrics: Metrics,
         role: str,
-        active_shards: Callable[[], list[int]] | None = None,
+        active_shards: Callable[[], list[int] | None] | None = None,
         *,
         webhook: Callable[[], dict[str, object]] | None = None,
     ) -> None:
@@ -60,8 +60,9 @@ class HealthHandler:
             checks["webhook"] = self._webhook()
         status = "ready" if broker_ok and not self._lifecycle.shutting_down else "not ready"
         body: dict[str, object] = {"status": status, "role": self._role, "checks": checks}
-        if self._active_shards is not None:
-            body["active_shards"] = self._active_shards()
+        shards = self._active_shards() if self._active_shards is not None else None
+        if shards is not None:
+            body["active_shards"] = shards
         return web.json_response(body, status=200 if status == "ready" else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:

@@ -213,6 +213,13 @@ class RabbitSettings:
 
 
 @dataclass(frozen=True)
+class SqliteSettings:
+    """`chatbots.messaging.sqlite`: the embedded queue used when no RabbitMQ host is set."""
+
+    path: str = "data/twitter-bot-queue.sqlite3"
+
+
+@dataclass(frozen=True)
 class Settings:
     """The whole configuration."""
 
@@ -226,6 +233,12 @@ class Settings:
     messaging: MessagingSettings = MessagingSettings()
     push_api: PushApiSettings = PushApiSettings()
     logging: LoggingSettings = LoggingSettings()
+    sqlite: SqliteSettings = SqliteSettings()
+
+    @property
+    def uses_rabbitmq(self) -> bool:
+        """RabbitMQ when hosts are configured, else the embedded SQLite queue."""
+        return bool(self.rabbit.hosts)
 
     def bot_by_user_id(self, user_id: str) -> BotSettings | None:
         """The bot acting as the X account ``user_id``, if configured."""
@@ -243,6 +256,7 @@ class Settings:
 
 _TWITTER_BOT = "chatbots.twitter-bot"
 _RABBIT = "chatbots.messaging.rabbit"
+_SQLITE = "chatbots.messaging.sqlite"
 _GATEWAY = "chatbots.gateway-api"
 
 # The keys each section accepts; anything else under chatbots.twitter-bot or
@@ -310,6 +324,7 @@ KNOWN_KEYS: Mapping[str, tuple[str, ...]] = {
         "delivery-limit",
         "shard-probe-interval",
     ),
+    _SQLITE: ("path",),
 }
 """Every key the loader reads, by section; ``bots[]`` stands for each bot."""
 
@@ -895,7 +910,7 @@ def _broker_hosts(node: _Node) -> tuple[BrokerHost, ...]:
     key = node.key("hosts")
     value = node.tree.get("hosts")
     if value is None:
-        raise ConfigError(key, "is required: a list of HOST:PORT")
+        return ()  # no broker: the embedded SQLite queue (chatbots.messaging.sqlite)
     if isinstance(value, str):
         value = [item.strip() for item in value.split(",") if item.strip()]
     if not isinstance(value, list):
@@ -927,6 +942,12 @@ def _read_rabbit(chatbots: _Node) -> RabbitSettings:
     )
 
 
+def _read_sqlite(chatbots: _Node) -> SqliteSettings:
+    node = chatbots.child("messaging").child("sqlite")
+    node.reject_unknown(KNOWN_KEYS[node.path])
+    return SqliteSettings(path=node.get("path", _nonempty, SqliteSettings().path))
+
+
 def _read_settings(root: Mapping[str, object]) -> Settings:
     chatbots = _Node(root, "").child("chatbots")
     twitter = chatbots.child("twitter-bot")
@@ -942,6 +963,7 @@ def _read_settings(root: Mapping[str, object]) -> Settings:
     logging = errors.run(partial(_read_logging, twitter))
     gateway = errors.run(partial(_read_gateway, chatbots))
     rabbit = errors.run(partial(_read_rabbit, chatbots))
+    sqlite = errors.run(partial(_read_sqlite, chatbots))
     if auth is not None and api is not None:
         errors.run(partial(_management_needs, auth, api))
     errors.raise_if_any()
@@ -956,6 +978,7 @@ def _read_settings(root: Mapping[str, object]) -> Settings:
         messaging=_present(messaging),
         push_api=_present(push_api),
         logging=_present(logging),
+        sqlite=_present(sqlite),
     )
 
 
@@ -1093,12 +1116,19 @@ def render_summary(settings: Settings) -> str:
         f"  url: {_public_url(settings.gateway.url)}",
         f"  token: {_shown(settings.gateway.token)}",
         f"push-api token: {_shown(settings.push_api.token)}",
-        "rabbit:",
-        f"  hosts: {', '.join(f'{h.host}:{h.port}' for h in rabbit.hosts)}",
-        f"  virtual-host: {rabbit.virtual_host}",
-        f"  username: {rabbit.username}",
-        f"  password: {_shown(rabbit.password)}",
-        f"  queue-prefix: {rabbit.queue_prefix}",
+        *(
+            [
+                "rabbit:",
+                f"  hosts: {', '.join(f'{h.host}:{h.port}' for h in rabbit.hosts)}",
+                f"  virtual-host: {rabbit.virtual_host}",
+                f"  username: {rabbit.username}",
+                f"  password: {_shown(rabbit.password)}",
+                f"  queue-prefix: {rabbit.queue_prefix}",
+                f"  queue-type: {rabbit.queue_type}, shards: {rabbit.shards}",
+            ]
+            if settings.uses_rabbitmq
+            else [f"queue: embedded SQLite at {settings.sqlite.path} (no rabbit hosts set)"]
+        ),
         f"http: {http.host}:{http.port}, webhook path {settings.webhook.path}",
         f"logging: {settings.logging.level}, {settings.logging.format}",
     ]

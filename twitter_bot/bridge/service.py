@@ -8,7 +8,6 @@ on shutdown in-flight messages finish before the broker connection closes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -22,13 +21,7 @@ from twitter_bot.bridge.retry import RetryPolicy
 from twitter_bot.bridge.scheduler import ConversationScheduler
 from twitter_bot.gateway import GatewayClient
 from twitter_bot.metrics import Metrics
-from twitter_bot.queue.base import PublishError
-from twitter_bot.queue.rabbit import (
-    RabbitConnection,
-    RabbitConsumer,
-    RabbitDelivery,
-    RabbitPublisher,
-)
+from twitter_bot.queue.base import MessageQueue, QueueDelivery
 from twitter_bot.settings import Settings
 from twitter_bot.x import XClient
 
@@ -36,49 +29,20 @@ log = structlog.get_logger(__name__)
 
 
 class BridgeService:
-    """Consumes the shard queues and bridges every message to its bot and back."""
+    """Consumes the queue and bridges every message to its bot and back."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        connection: RabbitConnection,
-        publisher: RabbitPublisher,
-        metrics: Metrics,
-    ) -> None:
+    def __init__(self, settings: Settings, queue: MessageQueue, metrics: Metrics) -> None:
         self._settings = settings
-        self._publisher = publisher
+        self._queue = queue
         self._metrics = metrics
         self._scheduler: ConversationScheduler | None = None
-        self._consumer = RabbitConsumer(
-            connection,
-            publisher.topology,
-            prefetch=settings.messaging.prefetch,
-            deliver=self._submit,
-        )
+        queue.consume(settings.messaging.prefetch, self._submit)
 
     @property
     def scheduler(self) -> ConversationScheduler | None:
         return self._scheduler
 
-    def active_shards(self) -> list[int]:
-        """The shards this instance is currently the active consumer of."""
-        return self._consumer.active_shards(within=2.5 * self._settings.rabbit.shard_probe_interval)
-
-    async def _probe_shards(self) -> None:
-        interval = self._settings.rabbit.shard_probe_interval
-        while True:
-            for shard in range(self._publisher.topology.shards):
-                try:
-                    await self._publisher.probe(shard)
-                except PublishError as exc:
-                    log.debug("bridge.probe_failed", shard=shard, error=str(exc))
-                    break
-            active = set(self.active_shards())
-            for shard in range(self._publisher.topology.shards):
-                self._metrics.shard_active.labels(str(shard)).set(1 if shard in active else 0)
-            await asyncio.sleep(interval)
-
-    def _submit(self, delivery: RabbitDelivery) -> None:
+    def _submit(self, delivery: QueueDelivery) -> None:
         if self._scheduler is None:
             raise RuntimeError("bridge received a delivery before it was started")
         self._scheduler.submit(delivery)
@@ -127,21 +91,17 @@ class BridgeService:
             )
             self._scheduler = ConversationScheduler(
                 processor,
-                self._publisher,
+                self._queue,
                 RetryPolicy(m.max_attempts, m.retry_initial_delay, m.retry_max_delay),
                 max_hold=m.max_rate_limit_hold,
                 metrics=self._metrics,
-                checkpoints=self._publisher.topology.checkpoints_enabled,
+                checkpoints=self._queue.checkpoints_enabled,
             )
             yield
 
     async def drain(self, app: web.Application) -> AsyncIterator[None]:
-        """Probe the shards while running; on shutdown finish or requeue in-flight work."""
-        prober = asyncio.create_task(self._probe_shards(), name="shard-prober")
+        """On shutdown: finish or requeue in-flight work within the bound, then stop consuming."""
         yield
-        prober.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await prober
         bound = self._settings.http.shutdown_timeout
         try:
             # A stalled broker must not hang shutdown: what is not settled by the
@@ -152,7 +112,6 @@ class BridgeService:
                     # back to be acked; new deliveries are requeued untouched.
                     log.info("bridge.draining", in_flight=self._scheduler.in_flight)
                     await self._scheduler.close(bound)
-                await self._consumer.stop()
-                await self._consumer.close()
+                await self._queue.stop_consuming()
         except TimeoutError:
             log.warning("bridge.drain_timed_out", seconds=bound + 4)

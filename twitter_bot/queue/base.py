@@ -43,11 +43,11 @@ class Envelope:
         }
         if self.progress is not None:
             data["progress"] = self.progress
-        return json.dumps(
-            data,
-            separators=(",", ":"),
-            ensure_ascii=False,
-        ).encode()
+        try:
+            return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        except UnicodeEncodeError:
+            # A lone UTF-16 surrogate (X can send one) has no UTF-8 form: escape it.
+            return json.dumps(data, separators=(",", ":"), ensure_ascii=True).encode()
 
     @classmethod
     def decode(cls, body: bytes, headers: Mapping[str, Any] | None = None) -> Envelope:

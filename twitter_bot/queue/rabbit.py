@@ -580,8 +580,10 @@ class RabbitQueue:
         topology: Topology,
         *,
         on_confirmed: Callable[[float], None] | None = None,
+        on_active_shards: Callable[[list[int]], None] | None = None,
     ) -> None:
         self._rabbit = rabbit
+        self._on_active_shards = on_active_shards
         self._topology = topology
         self._connection = RabbitConnection(
             rabbit.hosts,
@@ -664,4 +666,6 @@ class RabbitQueue:
                 except PublishError as exc:
                     log.debug("queue.probe_failed", shard=shard, error=str(exc))
                     break
+            if self._on_active_shards is not None:
+                self._on_active_shards(self.active_shards() or [])
             await asyncio.sleep(self._rabbit.shard_probe_interval)

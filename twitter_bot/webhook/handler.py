@@ -96,7 +96,8 @@ class WebhookHandler:
             return _error(401, "invalid signature")
         try:
             parsed = parse_delivery(json.loads(body), self._bot_ids)
-        except (ValueError, InvalidDelivery) as exc:
+        except (ValueError, RecursionError, InvalidDelivery) as exc:
+            # RecursionError: JSON nested deeper than the parser's stack allows.
             self._metrics.deliveries.labels("invalid").inc()
             log.warning("webhook.invalid_delivery", reason=str(exc)[:200])
             return _error(400, "not a valid delivery")
