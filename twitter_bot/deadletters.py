@@ -51,6 +51,7 @@ from twitter_bot.queue.base import (
     shard_of,
 )
 from twitter_bot.queue.rabbit import Topology, declare_topology
+from twitter_bot.queue.sqlite import SqliteQueue
 from twitter_bot.settings import RabbitSettings, Settings
 
 EXIT_OK = 0
@@ -109,13 +110,18 @@ class DeadLetter:
 
     @classmethod
     def from_message(cls, message: AbstractIncomingMessage) -> DeadLetter:
-        headers = dict(message.headers or {})
+        return cls.from_parts(message.message_id, message.body, dict(message.headers or {}))
+
+    @classmethod
+    def from_parts(
+        cls, message_id: str | None, body: bytes, headers: Mapping[str, Any]
+    ) -> DeadLetter:
         try:
-            envelope: Envelope | None = Envelope.decode(message.body)
+            envelope: Envelope | None = Envelope.decode(body)
         except (ValueError, KeyError, TypeError, AttributeError):
             envelope = None
-        message_id = message.message_id or (envelope.message_id if envelope else "") or "-"
-        return cls(message_id=message_id, body=message.body, headers=headers, envelope=envelope)
+        message_id = message_id or (envelope.message_id if envelope else "") or "-"
+        return cls(message_id=message_id, body=body, headers=headers, envelope=envelope)
 
     def _text(self, key: str) -> str | None:
         value = self.headers.get(key)
@@ -490,11 +496,11 @@ def _print_listing(listing: Listing, command: Command, out: TextIO, err: TextIO)
 
 
 def _print_outcome(
-    outcome: Outcome, verb: str, topology: Topology, out: TextIO, err: TextIO
+    outcome: Outcome, verb: str, topology: Topology | None, out: TextIO, err: TextIO
 ) -> int:
     for letter in outcome.done:
         target = ""
-        if verb == "re-drove" and letter.conversation_id is not None:
+        if verb == "re-drove" and letter.conversation_id is not None and topology is not None:
             shard = shard_of(letter.conversation_id, topology.shards)
             target = f" -> {topology.shard_queue(shard)}"
         print(f"{verb} {_token(letter.message_id)}{target}", file=out)
@@ -525,8 +531,50 @@ async def _perform(
     return _print_outcome(outcome, "purged", topology, out, err)
 
 
+async def _perform_sqlite(settings: Settings, command: Command, out: TextIO, err: TextIO) -> int:
+    """The same commands against the embedded SQLite queue (no RabbitMQ hosts configured)."""
+    queue = SqliteQueue(settings.sqlite.path, reset_leases=False)
+    await queue.start()
+    try:
+        rows = await queue.dead_letter_rows()
+        letters = [
+            (row_id, DeadLetter.from_parts(mid, body, hdrs)) for row_id, mid, body, hdrs in rows
+        ]
+        if command.action == "list":
+            shown = letters[: command.limit] if command.limit else letters
+            listing = Listing(letters=[letter for _, letter in shown], total=len(letters))
+            return _print_listing(listing, command, out, err)
+        outcome = Outcome()
+        selected = [
+            (row_id, letter) for row_id, letter in letters if command.selection.matches(letter)
+        ]
+        for row_id, letter in selected:
+            if command.action == "purge":
+                await queue.purge(row_id)
+            elif letter.envelope is None:
+                outcome.failed.append((letter, "not an envelope: can be listed and purged only"))
+                continue
+            else:
+                headers = {
+                    k: v for k, v in letter.headers.items() if k not in RETRY_STRIPPED_HEADERS
+                }
+                await queue.redrive(row_id, {**headers, HEADER_REDRIVEN: 1})
+            outcome.done.append(letter)
+        outcome.missing = [
+            wanted
+            for wanted in sorted(command.selection.ids)
+            if not any(letter.has_id(wanted) for _, letter in letters)
+        ]
+        verb = "purged" if command.action == "purge" else "re-drove"
+        return _print_outcome(outcome, verb, None, out, err)
+    finally:
+        await queue.stop()
+
+
 async def execute(settings: Settings, command: Command, out: TextIO, err: TextIO) -> int:
-    """Run one command against the broker, print its report; return the exit code."""
+    """Run one command against the queue, print its report; return the exit code."""
+    if not settings.uses_rabbitmq:
+        return await _perform_sqlite(settings, command, out, err)
     try:
         connection = await connect(settings.rabbit)
     except BrokerUnavailable as exc:

@@ -114,3 +114,39 @@ async def test_sigterm_finishes_the_message_in_flight_before_exiting(crash_env: 
         await daemon.kill()
     assert len(crash_env.x.sent_dms()) == 1
     assert len(crash_env.gateway.requests_for(BOT_ID)) == 1
+
+
+async def test_embedded_sqlite_queue_survives_a_kill_with_a_message_in_flight(
+    crash_env: ProcessEnv, tmp_path: Path
+) -> None:
+    queue_file = tmp_path / "queue.sqlite3"
+    config, port = crash_env.variant(
+        "sqlite",
+        extra=f'\nchatbots.messaging.rabbit.hosts: null\nchatbots.messaging.sqlite.path: "{queue_file}"\n',
+    )
+    in_flight = asyncio.Event()
+    calls = 0
+
+    async def answer(request: RecordedRequest) -> list[dict[str, Any]]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            in_flight.set()
+            await asyncio.sleep(30)  # the daemon dies while waiting for this
+        return [{"type": "text", "text": "from sqlite"}]
+
+    crash_env.gateway.on_message(BOT_ID, answer)
+    daemon = await crash_env.start("all", config, port)
+    try:
+        assert any('"queue.embedded_sqlite"' in line for line in daemon.logs)
+        await crash_env.send_dm(daemon.url, "9101", "kept on disk?")
+        await asyncio.wait_for(in_flight.wait(), 10)
+        await daemon.kill()  # SIGKILL with the message leased, not acked
+        daemon = await crash_env.start("all", config, port)
+        await crash_env.x.wait_for_dms(1, timeout=20)
+        await asyncio.sleep(1.0)
+    finally:
+        await daemon.kill()
+    assert queue_file.exists()
+    assert [dm.text for dm in crash_env.x.sent_dms()] == ["from sqlite"]
+    assert [r.idempotency_key for r in crash_env.gateway.requests_for(BOT_ID)] == ["9101", "9101"]

@@ -85,8 +85,13 @@ class SqliteDelivery:
 class SqliteQueue:
     """The MessageQueue port over a local SQLite file."""
 
-    def __init__(self, path: str | Path, *, poll_interval: float = 0.5) -> None:
+    def __init__(
+        self, path: str | Path, *, poll_interval: float = 0.5, reset_leases: bool = True
+    ) -> None:
         self._path = str(path)
+        # False for a tool opening the file beside a running daemon (dead-letters):
+        # only the daemon's own start may take back the leases of a dead process.
+        self._reset_leases = reset_leases
         self._poll_interval = poll_interval
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
@@ -148,8 +153,9 @@ class SqliteQueue:
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
         db.executescript(_SCHEMA)
-        # Leases die with the process that held them: deliver those rows again.
-        db.execute("UPDATE messages SET leased = 0 WHERE leased = 1")
+        if self._reset_leases:
+            # Leases die with the process that held them: deliver those rows again.
+            db.execute("UPDATE messages SET leased = 0 WHERE leased = 1")
         return db
 
     async def _run(self, fn: Callable[..., _T], *args: Any) -> _T:
@@ -289,17 +295,37 @@ class SqliteQueue:
         return int(row[0])
 
     async def dead_letters(self) -> list[Envelope]:
-        rows = await self._run(self._dead_letters_sync)
-        return [Envelope.decode(body, json.loads(headers)) for body, headers in rows]
+        return [
+            Envelope.decode(body, headers) for _, _, body, headers in await self.dead_letter_rows()
+        ]
 
-    def _dead_letters_sync(self) -> list[tuple[bytes, str]]:
-        return (
-            self._require_db()
-            .execute(
-                "SELECT body, headers FROM messages WHERE queue = ? ORDER BY id", (DEAD_LETTER,)
-            )
-            .fetchall()
+    async def dead_letter_rows(self) -> list[tuple[int, str, bytes, dict[str, Any]]]:
+        """(row id, message id, body, headers) of every dead letter, oldest first."""
+        rows = await self._run(self._dead_letters_sync)
+        return [(row_id, mid, body, json.loads(headers)) for row_id, mid, body, headers in rows]
+
+    def _dead_letters_sync(self) -> list[tuple[int, str, bytes, str]]:
+        query = "SELECT id, message_id, body, headers FROM messages WHERE queue = ? ORDER BY id"
+        return self._require_db().execute(query, (DEAD_LETTER,)).fetchall()
+
+    async def redrive(self, row_id: int, headers: dict[str, Any]) -> None:
+        """Move a dead letter back to the incoming queue, atomically, with new headers."""
+        await self._run(self._redrive_sync, row_id, json.dumps(headers))
+        self._wakeup.set()
+
+    def _redrive_sync(self, row_id: int, headers: str) -> None:
+        self._require_db().execute(
+            "UPDATE messages SET queue = ?, headers = ?, not_before = 0, priority = 0,"
+            " leased = 0 WHERE id = ? AND queue = ?",
+            (INCOMING, headers, row_id, DEAD_LETTER),
         )
+
+    async def purge(self, row_id: int) -> None:
+        await self._run(self._purge_sync, row_id)
+
+    def _purge_sync(self, row_id: int) -> None:
+        query = "DELETE FROM messages WHERE id = ? AND queue = ?"
+        self._require_db().execute(query, (row_id, DEAD_LETTER))
 
 
 @contextlib.contextmanager
