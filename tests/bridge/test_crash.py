@@ -122,7 +122,10 @@ async def test_embedded_sqlite_queue_survives_a_kill_with_a_message_in_flight(
     queue_file = tmp_path / "queue.sqlite3"
     config, port = crash_env.variant(
         "sqlite",
-        extra=f'\nchatbots.messaging.rabbit.hosts: null\nchatbots.messaging.sqlite.path: "{queue_file}"\n',
+        extra=(
+            "\nchatbots.messaging.rabbit.hosts: null\n"
+            f'chatbots.messaging.sqlite.path: "{queue_file}"\n'
+        ),
     )
     in_flight = asyncio.Event()
     calls = 0
