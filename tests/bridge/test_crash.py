@@ -21,9 +21,8 @@ async def crash_env(
     yield await start_process_env(aiohttp_server, tmp_path, rabbit_vhost)
 
 
-async def test_killed_during_the_gateway_call_the_reply_is_delivered_once(
-    crash_env: ProcessEnv,
-) -> None:
+def hangs_first_call(reply: str) -> tuple[asyncio.Event, Any]:
+    """A gateway handler whose first call hangs (the daemon is killed meanwhile)."""
     in_flight = asyncio.Event()
     calls = 0
 
@@ -32,9 +31,16 @@ async def test_killed_during_the_gateway_call_the_reply_is_delivered_once(
         calls += 1
         if calls == 1:
             in_flight.set()
-            await asyncio.sleep(30)  # the daemon dies while waiting for this
-        return [{"type": "text", "text": f"echo: {request.body['text']}"}]
+            await asyncio.sleep(30)
+        return [{"type": "text", "text": reply.format(text=request.body["text"])}]
 
+    return in_flight, answer
+
+
+async def test_killed_during_the_gateway_call_the_reply_is_delivered_once(
+    crash_env: ProcessEnv,
+) -> None:
+    in_flight, answer = hangs_first_call("echo: {text}")
     crash_env.gateway.on_message(BOT_ID, answer)
     daemon = await crash_env.start()
     try:
@@ -127,17 +133,7 @@ async def test_embedded_sqlite_queue_survives_a_kill_with_a_message_in_flight(
             f'chatbots.messaging.sqlite.path: "{queue_file}"\n'
         ),
     )
-    in_flight = asyncio.Event()
-    calls = 0
-
-    async def answer(request: RecordedRequest) -> list[dict[str, Any]]:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            in_flight.set()
-            await asyncio.sleep(30)  # the daemon dies while waiting for this
-        return [{"type": "text", "text": "from sqlite"}]
-
+    in_flight, answer = hangs_first_call("from sqlite")
     crash_env.gateway.on_message(BOT_ID, answer)
     daemon = await crash_env.start("all", config, port)
     try:

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from twitter_bot.gateway import Reply, UserMessage
-from twitter_bot.queue.base import Envelope
+from twitter_bot.queue.base import Envelope, QueueDelivery
 from twitter_bot.settings import BotSettings
 
 
@@ -37,18 +37,9 @@ class ReplySender(Protocol):
     async def typing(self, bot: BotSettings, recipient_id: str) -> None: ...
 
 
-class Delivery(Protocol):
-    """One message handed to the bridge by the queue; settled exactly once."""
-
-    @property
-    def envelope(self) -> Envelope: ...
-
-    @property
-    def redelivered(self) -> bool: ...
-
-    async def ack(self) -> None: ...
-
-    async def requeue(self) -> None: ...
+# One message handed to the bridge by the queue, settled exactly once: the queue
+# port's own delivery type (RabbitMQ and SQLite both provide it).
+Delivery = QueueDelivery
 
 
 class Requeuer(Protocol):
