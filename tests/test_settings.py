@@ -840,12 +840,38 @@ def test_docs_describe_every_key_and_variable() -> None:
 
 
 def test_without_rabbit_hosts_the_embedded_sqlite_queue_is_used() -> None:
-    settings = with_override(f"{RABBIT}.hosts: null")
+    hosts_line = '    hosts: ["rabbit.internal:5672"]\n'
+    assert hosts_line in filled_reference()
+    without_hosts = filled_reference().replace(hosts_line, "")
+    settings = parse_settings(without_hosts)
     assert not settings.uses_rabbitmq
     assert settings.sqlite.path == "data/twitter-bot-queue.sqlite3"
     assert "embedded SQLite at data/twitter-bot-queue.sqlite3" in render_summary(settings)
-    moved = with_override(
-        f'{RABBIT}.hosts: null\nchatbots.messaging.sqlite.path: "/var/lib/tb/q.db"'
-    )
+    moved = parse_settings(without_hosts + '\nchatbots.messaging.sqlite.path: "/var/lib/tb/q.db"')
     assert moved.sqlite.path == "/var/lib/tb/q.db"
     assert with_override(f'{RABBIT}.hosts: ["r1:5672"]').uses_rabbitmq
+
+
+def test_null_rabbit_hosts_is_an_error_never_a_silent_switch_to_sqlite() -> None:
+    with pytest.raises(ConfigError) as caught:
+        with_override(f"{RABBIT}.hosts: null")
+    assert caught.value.key == f"{RABBIT}.hosts"
+    assert "leave the key out" in caught.value.problem
+
+
+def test_an_include_overriding_a_rabbit_sibling_fails_loudly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pyhocon nulls `hosts: [...]` + `hosts: ${?RABBITMQ_HOSTS}` (variable unset) when a
+    # later file sets a key beside it; that must not quietly select the local queue.
+    monkeypatch.delenv("RABBITMQ_HOSTS", raising=False)
+    (tmp_path / "application.conf").write_text(APPLICATION_CONF.read_text(encoding="utf-8"))
+    site = tmp_path / "site.conf"
+    site.write_text('include "application.conf"\nchatbots.messaging.rabbit.queue-type: quorum\n')
+    with pytest.raises(ConfigError) as caught:
+        load_settings(site)
+    assert caught.value.key == f"{RABBIT}.hosts"
+    monkeypatch.setenv("RABBITMQ_HOSTS", "rabbit-1:5672,rabbit-2:5672")
+    settings = load_settings(site)
+    assert settings.rabbit.queue_type == "quorum"
+    assert [h.host for h in settings.rabbit.hosts] == ["rabbit-1", "rabbit-2"]

@@ -908,9 +908,16 @@ def _read_gateway(chatbots: _Node) -> GatewaySettings:
 def _broker_hosts(node: _Node) -> tuple[BrokerHost, ...]:
     """A HOCON list, or a comma-separated string (what a ${?VAR} override yields)."""
     key = node.key("hosts")
-    value = node.tree.get("hosts")
-    if value is None:
+    if "hosts" not in node.tree:
         return ()  # no broker: the embedded SQLite queue (chatbots.messaging.sqlite)
+    value = node.tree["hosts"]
+    if value is None:
+        # Never fall back to the local queue silently: a null here is a mistake, or
+        # pyhocon nulling an unset ${?VAR} override (see README, Configuration).
+        raise ConfigError(
+            key,
+            "is null: set HOST:PORT, or leave the key out to use the embedded SQLite queue",
+        )
     if isinstance(value, str):
         value = [item.strip() for item in value.split(",") if item.strip()]
     if not isinstance(value, list):

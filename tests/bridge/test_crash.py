@@ -128,10 +128,8 @@ async def test_embedded_sqlite_queue_survives_a_kill_with_a_message_in_flight(
     queue_file = tmp_path / "queue.sqlite3"
     config, port = crash_env.variant(
         "sqlite",
-        extra=(
-            "\nchatbots.messaging.rabbit.hosts: null\n"
-            f'chatbots.messaging.sqlite.path: "{queue_file}"\n'
-        ),
+        extra=f'\nchatbots.messaging.sqlite.path: "{queue_file}"\n',
+        rabbit=False,
     )
     in_flight, answer = hangs_first_call("from sqlite")
     crash_env.gateway.on_message(BOT_ID, answer)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,13 +36,21 @@ class ProcessEnv:
         await daemon.wait_ready()
         return daemon
 
-    def variant(self, name: str, *, port: int | None = None, extra: str = "") -> tuple[Path, int]:
-        """Another instance's config: the same broker, fakes and queues; its own port."""
+    def variant(
+        self, name: str, *, port: int | None = None, extra: str = "", rabbit: bool = True
+    ) -> tuple[Path, int]:
+        """Another instance's config: the same fakes, its own port; without rabbit hosts
+        (``rabbit=False``) the embedded SQLite queue."""
         port = port or free_port()
         text = self.config.read_text()
         assert f"port: {self.port}" in text
+        text = text.replace(f"port: {self.port}", f"port: {port}")
+        if not rabbit:
+            hosts = re.search(r"^\s*hosts: \[.*\]$", text, re.MULTILINE)
+            assert hosts is not None
+            text = text.replace(hosts.group(0), "")
         path = self.config.with_name(f"{name}.conf")
-        path.write_text(text.replace(f"port: {self.port}", f"port: {port}") + extra)
+        path.write_text(text + extra)
         return path, port
 
     async def send_dm(self, base_url: str, event_id: str, text: str) -> None:
