@@ -1,4 +1,5 @@
-"""The ``twitter-bot`` command line: ``run``, ``check-config``, ``dead-letters``, ``webhooks``."""
+"""The ``twitter-bot`` command line: ``run``, ``check-config``, ``dead-letters``, ``webhooks``,
+``sandbox``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from twitter_bot.app import ROLES, Role
 from twitter_bot.daemon import serve
 from twitter_bot.logs import configure_logging
 from twitter_bot.management import cli as webhooks_cli
+from twitter_bot.sandbox import cli as sandbox_cli
 from twitter_bot.settings import ConfigError, Settings, load_settings, render_summary
 
 DEFAULT_CONFIG = "conf/application.conf"
@@ -43,6 +45,11 @@ def _parser() -> argparse.ArgumentParser:
         "webhooks", help="set up, check and repair X's webhook and subscriptions (see README)"
     )
     webhooks_cli.add_arguments(webhooks, _add_config_option)
+    sandbox = commands.add_parser(
+        "sandbox",
+        help="chat with a bot in the browser through the real daemon, X stood in locally",
+    )
+    sandbox_cli.add_arguments(sandbox)
     return parser
 
 
@@ -129,7 +136,10 @@ def _run(settings: Settings, role: Role) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    path = config_path(args.config)
+    if args.command == "sandbox":
+        path = args.config or sandbox_cli.DEFAULT_CONFIG
+    else:
+        path = config_path(args.config)
     try:
         settings = load_settings(path)
     except ConfigError as exc:
@@ -144,4 +154,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "webhooks":
         configure_logging("critical", settings.logging.format, secret_values(settings))
         return webhooks_cli.run(settings, args, secrets=secret_values(settings))
+    if args.command == "sandbox":
+        return sandbox_cli.run(settings, args, secret_values(settings))
     return _run(settings, args.role)
