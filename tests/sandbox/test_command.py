@@ -135,7 +135,13 @@ async def test_sandbox_command_serves_the_page_and_stops_cleanly(
 
 def test_make_sandbox_installs_then_starts_the_sandbox() -> None:
     dry_run = subprocess.run(
-        ["make", "-n", "-B", "sandbox"], cwd=REPO, capture_output=True, text=True, check=True
+        # --no-print-directory: under `make test` (as in CI) a nested make prints
+        # "Entering/Leaving directory" lines.
+        ["make", "--no-print-directory", "-n", "-B", "sandbox"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
 
     assert "pip install --quiet -e '.[test]'" in dry_run
