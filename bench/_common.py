@@ -105,6 +105,7 @@ Measured numbers, with the commands that reproduce them (`make bench` runs them 
 it says the machine, the command and the date it was produced with. Everything runs on one
 machine: the daemon, RabbitMQ, the load generator and the stand-ins share its cores, so the
 numbers are a floor for a real deployment, and they compare like with like within a section.
+Each section quotes the load average it started with: other work on the machine shows there.
 """
 
 
