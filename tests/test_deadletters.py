@@ -100,8 +100,8 @@ async def dead_letter(
         headers[HEADER_ERROR_CODE] = code
     if error_kind == "gateway":
         headers[HEADER_ERROR_BODY] = '{"error": "unavailable"}'
-    exchanges = await declare_topology(channel, topology)
-    await exchanges.main.publish(
+    exchange = await declare_topology(channel, topology)
+    await exchange.publish(
         aio_pika.Message(
             body=body if body is not None else envelope.encode(),
             content_type="application/json",

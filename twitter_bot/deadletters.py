@@ -288,9 +288,9 @@ async def _dead_letter_queue(
     # on_return_raises makes an unroutable re-drive an error instead of a silent drop.
     channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
     async with channel:
-        exchanges = await declare_topology(channel, topology)
+        exchange = await declare_topology(channel, topology)
         queue = await channel.get_queue(topology.dead_letter_queue, ensure=False)
-        yield exchanges.main, queue
+        yield exchange, queue
 
 
 @asynccontextmanager

@@ -113,7 +113,13 @@ class Metrics:
         )
         self.parked = Counter(
             "twitter_bot_bridge_parked",
-            "Messages parked in the delay queue instead of being held.",
+            "Messages parked (queued again at the head of their shard with a retry time).",
+            registry=r,
+        )
+        self.deliveries_abandoned = Counter(
+            "twitter_bot_bridge_deliveries_abandoned",
+            "Deliveries a worker stopped working on because their broker link dropped"
+            " (the broker delivers them again).",
             registry=r,
         )
         self.rate_limit_pauses = Counter(

@@ -143,7 +143,7 @@ class MessagingSettings:
     retry_initial_delay: float = 1.0
     retry_max_delay: float = 300.0
     # The longest a message is held unacked while its bot is rate limited;
-    # beyond this it is parked in the delay queue instead.
+    # beyond this its conversation is parked (queued again at the head of its shard).
     max_rate_limit_hold: float = 10.0
     mark_read: bool = True
     typing_indicator: bool = True

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -147,3 +148,43 @@ async def test_embedded_sqlite_queue_survives_a_kill_with_a_message_in_flight(
     assert queue_file.exists()
     assert [dm.text for dm in crash_env.x.sent_dms()] == ["from sqlite"]
     assert [r.idempotency_key for r in crash_env.gateway.requests_for(BOT_ID)] == ["9101", "9101"]
+
+
+def _parked(logs: list[str], message_id: str) -> bool:
+    """Whether the daemon logged ``message_id`` as parked (alone or behind its head)."""
+    events = [json.loads(line) for line in logs if line.startswith("{")]
+    parked = [e for e in events if e.get("event") == "bridge.message_parked"]
+    return any(e.get("message_id") == message_id or e.get("behind_it") for e in parked)
+
+
+@pytest.mark.parametrize("queue", ["rabbitmq", "sqlite"])
+async def test_killed_while_a_conversation_is_parked_newer_messages_still_wait_behind_it(
+    crash_env: ProcessEnv, tmp_path: Path, queue: str
+) -> None:
+    # The order guarantee lives in the queue, not in the dead process's memory: after
+    # the restart, a message sent to a conversation whose older messages are parked
+    # for a retry is answered after them.
+    extra = "\nchatbots.twitter-bot.webhooks-messaging.max-rate-limit-hold: 0s\n"
+    if queue == "sqlite":
+        extra += f'chatbots.messaging.sqlite.path: "{tmp_path / "queue.sqlite3"}"\n'
+    config, port = crash_env.variant(queue, extra=extra, rabbit=queue == "rabbitmq")
+    crash_env.gateway.fail_then_succeed(BOT_ID, times=1, status=503, headers={"Retry-After": "3"})
+    daemon = await crash_env.start("all", config, port)
+    try:
+        await crash_env.send_dm(daemon.url, "7001", "first")
+        await crash_env.send_dm(daemon.url, "7002", "second")
+        async with asyncio.timeout(10):
+            while not (_parked(daemon.logs, "7001") and _parked(daemon.logs, "7002")):
+                await asyncio.sleep(0.05)
+        await daemon.kill()  # SIGKILL: the conversation is parked until the Retry-After
+        daemon = await crash_env.start("all", config, port)
+        await crash_env.send_dm(daemon.url, "7003", "third")
+        await crash_env.x.wait_for_dms(3, timeout=20)
+        await asyncio.sleep(0.5)
+    finally:
+        await daemon.kill()
+    assert [dm.text for dm in crash_env.x.sent_dms()] == [
+        "echo: first",
+        "echo: second",
+        "echo: third",
+    ]

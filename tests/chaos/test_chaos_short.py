@@ -38,12 +38,6 @@ async def test_two_sigkills_lose_nothing_and_keep_every_conversation_in_order(
     assert result.duplicated <= 2 * plan.conversations * plan.faults.kills, result
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open daemon bug (docs/performance.md, chaos): the barrier that keeps a "
-    "conversation's later messages behind its parked head lives in process memory, so "
-    "after a SIGKILL the followers come back from the delay queue and overtake the head",
-)
 @pytest.mark.timeout(150)
 async def test_sigkills_during_a_gateway_outage_keep_every_conversation_in_order(
     tmp_path: Path, rabbit_vhost: str

@@ -1,4 +1,4 @@
-"""The RabbitMQ adapter's own guarantees: parking, checkpoints, header fidelity."""
+"""The RabbitMQ adapter's own guarantees: parking, checkpoints, header fidelity, link loss."""
 
 from __future__ import annotations
 
@@ -11,15 +11,16 @@ import pytest
 
 from tests.conftest import make_settings
 from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT
+from tests.support.tcp_proxy import TcpProxy
 from twitter_bot.app import topology_for
-from twitter_bot.queue.base import HEADER_ATTEMPT, HEADER_NOT_BEFORE, Envelope
-from twitter_bot.queue.rabbit import (
-    DELAY_TIERS,
-    RabbitConnection,
-    RabbitPublisher,
-    delay_tier,
-    own_headers,
+from twitter_bot.queue.base import (
+    HEADER_ATTEMPT,
+    HEADER_NOT_BEFORE,
+    HEADER_PARKED,
+    Envelope,
+    QueueDelivery,
 )
+from twitter_bot.queue.rabbit import RabbitConnection, RabbitPublisher, RabbitQueue, own_headers
 from twitter_bot.settings import Settings
 
 CONVERSATION = "732739706-1230981029831098231"
@@ -49,8 +50,7 @@ def envelope(**headers: object) -> Envelope:
 
 async def queue_depths(settings: Settings) -> dict[str, int]:
     topology = topology_for(settings)
-    names = [topology.delay_queue(t) for t in DELAY_TIERS]
-    names += [topology.shard_queue(s) for s in range(topology.shards)]
+    names = [topology.shard_queue(s) for s in range(topology.shards)]
     connection = await aio_pika.connect(
         host=RABBIT_HOST, port=RABBIT_PORT, virtualhost=settings.rabbit.virtual_host
     )
@@ -63,33 +63,18 @@ async def queue_depths(settings: Settings) -> dict[str, int]:
     return depths
 
 
-def test_delay_tier_is_the_largest_not_longer_than_the_delay() -> None:
-    assert [delay_tier(d) for d in (0, 0.4, 1, 4.9, 5, 29, 31, 7200)] == [
-        1,
-        1,
-        1,
-        1,
-        5,
-        5,
-        30,
-        3600,
-    ]
-
-
-async def test_a_parked_message_waits_in_exactly_one_tier_then_returns_to_its_shard(
+async def test_a_parked_message_goes_to_the_head_of_its_shard_with_exact_headers(
     publisher: tuple[RabbitPublisher, Settings],
 ) -> None:
     pub, settings = publisher
     not_before_ms = 1_795_293_508_123
-    await pub.park(envelope(**{HEADER_NOT_BEFORE: not_before_ms, HEADER_ATTEMPT: 3}), 1.2)
+    later = Envelope("dm", "43", CONVERSATION, {"text": "later"}, time.time())
+    await pub.publish([later])
+    await pub.park([envelope(**{HEADER_NOT_BEFORE: not_before_ms, HEADER_ATTEMPT: 3})])
     topology = topology_for(settings)
     shard = topology.shard_queue(int(topology.routing_key_for(CONVERSATION).split(".")[1]))
     depths = await queue_depths(settings)
-    assert {name: n for name, n in depths.items() if n} == {topology.delay_queue(1): 1}
-
-    await asyncio.sleep(1.5)  # the 1 s tier's TTL
-    depths = await queue_depths(settings)
-    assert {name: n for name, n in depths.items() if n} == {shard: 1}
+    assert {name: n for name, n in depths.items() if n} == {shard: 2}
 
     connection = await aio_pika.connect(
         host=RABBIT_HOST, port=RABBIT_PORT, virtualhost=settings.rabbit.virtual_host
@@ -99,9 +84,11 @@ async def test_a_parked_message_waits_in_exactly_one_tier_then_returns_to_its_sh
         message = await (await channel.get_queue(shard)).get(no_ack=True)
         assert message is not None
         headers = own_headers(message.headers)
+    assert message.priority == 1
     # Exact to the millisecond (a float header would be 32-bit and off by up to a minute).
     assert headers[HEADER_NOT_BEFORE] == not_before_ms
     assert headers[HEADER_ATTEMPT] == 3
+    assert headers[HEADER_PARKED] == 1
     assert Envelope.decode(message.body).message_id == "42"
 
 
@@ -124,3 +111,35 @@ async def test_a_checkpoint_is_delivered_before_messages_queued_earlier(
         second = await queue.get(no_ack=True)
     assert [first.message_id, second.message_id] == ["42", "43"]
     assert first.priority == 1 and own_headers(first.headers)["x-checkpoint"] == 1
+
+
+async def test_deliveries_of_a_dropped_link_turn_invalid_and_come_again(rabbit_vhost: str) -> None:
+    # The bridge relies on this to stop working on messages the broker has handed
+    # to another instance: the held delivery reports invalid, `lost` is called, and
+    # the message is delivered again (redelivered) on the new link.
+    proxy = TcpProxy(RABBIT_HOST, RABBIT_PORT)
+    await proxy.start()
+    settings = make_settings(rabbit_vhost, port=proxy.port)
+    received: asyncio.Queue[QueueDelivery] = asyncio.Queue()
+    lost = asyncio.Event()
+    queue = RabbitQueue(settings.rabbit, topology_for(settings))
+    queue.consume(10, received.put_nowait, lost.set)
+    await queue.start()
+    try:
+        assert await queue.wait_ready(5)
+        await queue.publish([envelope()])
+        held = await asyncio.wait_for(received.get(), 5)
+        assert held.valid and not held.redelivered
+
+        await proxy.cut()
+        await asyncio.wait_for(lost.wait(), 5)
+        assert not held.valid
+
+        await proxy.restore()
+        again = await asyncio.wait_for(received.get(), 15)
+        assert again.envelope.message_id == held.envelope.message_id
+        assert again.redelivered and again.valid
+        await again.ack()
+    finally:
+        await queue.stop()
+        await proxy.stop()

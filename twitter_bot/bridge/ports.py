@@ -43,9 +43,9 @@ Delivery = QueueDelivery
 
 
 class Requeuer(Protocol):
-    """Durably moves an envelope elsewhere before its delivery is acked."""
+    """Durably moves envelopes elsewhere before their deliveries are acked."""
 
-    async def park(self, envelope: Envelope, delay: float) -> None: ...
+    async def park(self, envelopes: list[Envelope]) -> None: ...
 
     async def checkpoint(self, envelope: Envelope) -> None: ...
 

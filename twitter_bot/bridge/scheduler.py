@@ -3,9 +3,13 @@
 Each conversation has a FIFO of deliveries drained by one task, so its
 messages are bridged strictly in order while other conversations proceed in
 parallel. A transient failure is retried in place while the total wait stays
-under the hold bound; a longer wait parks the message in the delay queue (and
-a barrier makes the conversation's later messages queue up behind it), so no
-delivery is held unacked for long and a rate-limited bot stalls nobody else.
+under the hold bound; a longer wait parks the conversation: its waiting
+messages are queued again, in order, at the head of their shard (with the
+retry time and attempt count), and every later message of the conversation
+is parked behind them. Parked messages are always delivered before messages
+never parked, so the order survives a crash or a failover without any state
+kept in memory; the consumer holds them until their time (re-parking them
+every ``park_refresh`` so the broker's delivery timeout never fires).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import contextlib
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,6 +41,7 @@ from twitter_bot.queue.base import (
     HEADER_ERROR_KIND,
     HEADER_ERROR_STATUS,
     HEADER_NOT_BEFORE,
+    HEADER_PARKED,
     HEADER_REDRIVEN,
     Envelope,
     PublishError,
@@ -45,24 +50,18 @@ from twitter_bot.queue.base import (
 log = structlog.get_logger(__name__)
 
 RECENTLY_COMPLETED = 10_000
-# How long a checkpoint from a crashed process waits for its newer siblings.
+# How long a copy redelivered after a crash waits for its newer checkpoint siblings.
 CHECKPOINT_SIBLING_WAIT = 0.1
+# How long a conversation about to be parked waits for its parked copies still on
+# their way back (normally milliseconds), so the new copies go in behind them.
+IN_TRANSIT_WAIT = 2.0
+# Parked messages held longer than this are parked again: RabbitMQ closes a channel
+# holding a delivery unacknowledged past its consumer_timeout (30 min by default).
+PARK_REFRESH = 600.0
 
 
-@dataclass
-class _Barrier:
-    """A conversation whose head message is parked: later messages wait behind it, in order."""
-
-    head: str
-    not_before: float
-    followers: deque[str] = field(default_factory=deque)
-
-    def advance(self) -> bool:
-        """Drop the head; True while messages remain behind it."""
-        if not self.followers:
-            return False
-        self.head = self.followers.popleft()
-        return True
+class _DeliveryLost(Exception):
+    """The delivery's broker channel is gone: another consumer may be working on it."""
 
 
 class ConversationScheduler:
@@ -77,6 +76,7 @@ class ConversationScheduler:
         max_hold: float,
         metrics: Metrics,
         checkpoints: bool = True,
+        park_refresh: float = PARK_REFRESH,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._processor = processor
@@ -84,11 +84,15 @@ class ConversationScheduler:
         self._policy = policy
         self._max_hold = max_hold
         self._checkpoints = checkpoints
+        self._park_refresh = park_refresh
         self._metrics = metrics
         self._clock = clock
         self._queues: dict[str, deque[Delivery]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
-        self._barriers: dict[str, _Barrier] = {}
+        # Per conversation: ids of parked copies published and not yet delivered back.
+        self._in_transit: dict[str, list[str]] = {}
+        # Set (and replaced) when the broker link drops, to wake waiting workers.
+        self._link_lost = asyncio.Event()
         self._bot_paused_until: dict[str, float] = {}
         self._completed: OrderedDict[str, None] = OrderedDict()
         # Per message id: checkpoint copies this process published and has not seen back.
@@ -106,12 +110,29 @@ class ConversationScheduler:
             # Settled by close(): our own checkpoints acked, anything else requeued.
             self._late.append(delivery)
             return
-        conversation = delivery.envelope.conversation_id
+        envelope = delivery.envelope
+        conversation = envelope.conversation_id
+        if envelope.headers.get(HEADER_PARKED):
+            in_transit = self._in_transit.get(conversation)
+            if in_transit and envelope.message_id in in_transit:
+                in_transit.remove(envelope.message_id)
+                if not in_transit:
+                    del self._in_transit[conversation]
         self._queues.setdefault(conversation, deque()).append(delivery)
         if conversation not in self._workers:
             task = asyncio.create_task(self._drain(conversation), name=f"conv-{conversation}")
             self._workers[conversation] = task
             task.add_done_callback(self._worker_done)
+
+    def link_lost(self) -> None:
+        """The broker link dropped: every delivery held is void and will come again.
+
+        Workers stop before their next side effect (a gateway call, a DM), so the
+        instance the broker hands the messages to is the only one sending them.
+        """
+        self._in_transit.clear()  # the copies come back first, as parked deliveries
+        self._link_lost.set()
+        self._link_lost = asyncio.Event()
 
     def _worker_done(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -134,7 +155,7 @@ class ConversationScheduler:
             for task in pending:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-        leftovers = [d for queue in self._queues.values() for d in queue]
+        leftovers = [d for queue in self._queues.values() for d in queue if d.valid]
         self._queues.clear()
         await self._settle_late(leftovers)
         deadline = self._clock() + checkpoint_wait
@@ -163,7 +184,11 @@ class ConversationScheduler:
                 with structlog.contextvars.bound_contextvars(
                     message_id=delivery.envelope.message_id, conversation_id=conversation
                 ):
-                    settled = await self._handle(delivery)
+                    if not delivery.valid:
+                        self._abandon()
+                        queue.popleft()
+                        continue
+                    settled = await self._handle(delivery, queue)
                 if not settled:
                     break  # closing: left in the queue for close() to requeue
                 queue.popleft()
@@ -172,8 +197,8 @@ class ConversationScheduler:
             if not queue:
                 self._queues.pop(conversation, None)
 
-    async def _handle(self, delivery: Delivery) -> bool:
-        """Process and settle one delivery; False when closing interrupted it unsettled."""
+    async def _handle(self, delivery: Delivery, queue: deque[Delivery]) -> bool:
+        """Process and settle the head delivery; False when closing interrupted it unsettled."""
         envelope = delivery.envelope
         if envelope.headers.get(HEADER_CHECKPOINT):
             if await self._checkpoint_is_stale(delivery):
@@ -186,15 +211,40 @@ class ConversationScheduler:
             self._metrics.bridge_duplicates_dropped.inc()
             await self._settle(delivery)
             return True
-        barrier = self._barriers.get(envelope.conversation_id)
-        if barrier is not None and barrier.head != envelope.message_id:
-            if envelope.message_id not in barrier.followers:
-                barrier.followers.append(envelope.message_id)
+        elif not envelope.headers.get(HEADER_PARKED) and self._parked(envelope, queue):
+            # Older messages of this conversation are parked: go in behind them.
             await self._park(
-                delivery, envelope, barrier.not_before, reason="behind a parked message"
+                delivery, queue, envelope, reason="behind a parked message", followers=False
             )
             return True
-        return await self._attempt(delivery, envelope)
+        if delivery.redelivered and not envelope.headers.get(HEADER_CHECKPOINT):
+            envelope = await self._freshest(delivery, queue)
+        return await self._attempt(delivery, envelope, queue)
+
+    def _parked(self, envelope: Envelope, queue: deque[Delivery]) -> bool:
+        """Whether the conversation has parked messages: on their way back, or queued here."""
+        return envelope.conversation_id in self._in_transit or any(
+            d.envelope.headers.get(HEADER_PARKED) for d in queue
+        )
+
+    async def _freshest(self, delivery: Delivery, queue: deque[Delivery]) -> Envelope:
+        """The envelope to resume a message redelivered after a crash from.
+
+        A checkpoint copy of the same message, queued behind it, may carry more
+        progress (the answer, replies already sent): resume from that one, so
+        nothing is asked or sent twice. The checkpoint is then stale when reached.
+        """
+        envelope = delivery.envelope
+        await asyncio.sleep(CHECKPOINT_SIBLING_WAIT)  # let the crash's other copies arrive
+        for other in queue:
+            if (
+                other is not delivery
+                and other.envelope.message_id == envelope.message_id
+                and other.envelope.headers.get(HEADER_CHECKPOINT)
+                and _rank(other.envelope) > _rank(envelope)
+            ):
+                envelope = replace(envelope, progress=other.envelope.progress)
+        return envelope
 
     async def _checkpoint_is_stale(self, delivery: Delivery) -> bool:
         """Whether a checkpoint copy carries nothing to do.
@@ -228,45 +278,90 @@ class ConversationScheduler:
             self._checkpointed[message_id] = count - 1
         return True
 
-    async def _wait_unless_closing(self, seconds: float) -> bool:
-        """Sleep; True if the scheduler started closing meanwhile."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._closing.wait(), seconds)
-        return self._closing.is_set()
+    async def _wait(self, seconds: float) -> None:
+        """Sleep, waking early when the scheduler closes or the broker link drops."""
+        link_lost = self._link_lost
+        waiters = [
+            asyncio.ensure_future(self._closing.wait()),
+            asyncio.ensure_future(link_lost.wait()),
+        ]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
 
-    async def _attempt(self, delivery: Delivery, envelope: Envelope) -> bool:
+    async def _attempt(
+        self, delivery: Delivery, envelope: Envelope, queue: deque[Delivery]
+    ) -> bool:
         attempt = int(envelope.headers.get(HEADER_ATTEMPT, 0))
         not_before = int(envelope.headers.get(HEADER_NOT_BEFORE, 0)) / 1000
         held_since = self._clock()
+        # A parked message is held here until its time (it is parked again if that is
+        # far off); a message never parked is only held up to the hold bound.
+        hold = self._park_refresh if envelope.headers.get(HEADER_PARKED) else self._max_hold
+
         while True:
+            if not delivery.valid:
+                self._abandon()
+                return True
             not_before = max(not_before, self._bot_pause(envelope))
             wait = not_before - self._clock()
             if wait > 0:
-                if self._clock() - held_since + wait > self._max_hold:
+                if self._clock() - held_since + wait > hold:
                     parked = _with_attempt(envelope, attempt, not_before)
-                    await self._park(delivery, parked, not_before, reason="retry later")
+                    await self._park(delivery, queue, parked, reason="retry later")
                     return True
-                if await self._wait_unless_closing(wait):
+                await self._wait(wait)
+                if self._closing.is_set():
                     return False
-            result = await self._processor.process(
-                envelope, first_attempt=attempt == 0, on_progress=self._checkpoint
-            )
-            envelope, outcome = result.envelope, result.outcome
-            if isinstance(outcome, Answered):
-                await self._checkpoint(envelope)
                 continue
-            if isinstance(outcome, Done):
-                await self._finish(delivery, envelope, "delivered")
+            step = await self._step(delivery, envelope, attempt)
+            if step is None:
                 return True
-            if isinstance(outcome, GiveUp):
-                await self._dead_letter(delivery, envelope, outcome.failure, attempt + 1)
-                return True
-            attempt += 1
-            not_before = self._schedule_retry(envelope, outcome, attempt)
-            if attempt >= self._policy.max_attempts:
-                exhausted = replace(outcome.failure, kind="attempts-exhausted")
-                await self._dead_letter(delivery, envelope, exhausted, attempt)
-                return True
+            envelope, attempt, not_before = step
+
+    async def _step(
+        self, delivery: Delivery, envelope: Envelope, attempt: int
+    ) -> tuple[Envelope, int, float] | None:
+        """One processor call and what follows from it: None once the delivery is settled,
+        else the envelope, attempt count and retry time to go on with."""
+
+        async def progress(updated: Envelope) -> None:
+            if not delivery.valid:
+                raise _DeliveryLost
+            await self._checkpoint(updated)
+
+        try:
+            result = await self._processor.process(
+                envelope, first_attempt=attempt == 0, on_progress=progress
+            )
+        except _DeliveryLost:
+            self._abandon()
+            return None
+        envelope, outcome = result.envelope, result.outcome
+        if isinstance(outcome, Answered):
+            if delivery.valid:
+                await self._checkpoint(envelope)
+            return envelope, attempt, 0.0
+        if isinstance(outcome, Done):
+            await self._finish(delivery, envelope, "delivered")
+            return None
+        if isinstance(outcome, GiveUp):
+            await self._dead_letter(delivery, envelope, outcome.failure, attempt + 1)
+            return None
+        attempt += 1
+        not_before = self._schedule_retry(envelope, outcome, attempt)
+        if attempt >= self._policy.max_attempts:
+            exhausted = replace(outcome.failure, kind="attempts-exhausted")
+            await self._dead_letter(delivery, envelope, exhausted, attempt)
+            return None
+        return envelope, attempt, not_before
+
+    def _abandon(self) -> None:
+        log.warning("bridge.delivery_abandoned", reason="broker link lost; it is delivered again")
+        self._metrics.deliveries_abandoned.inc()
 
     def _schedule_retry(self, envelope: Envelope, outcome: TryLater, attempt: int) -> float:
         now = self._clock()
@@ -300,24 +395,65 @@ class ConversationScheduler:
         return until
 
     async def _park(
-        self, delivery: Delivery, envelope: Envelope, not_before: float, reason: str
+        self,
+        delivery: Delivery,
+        queue: deque[Delivery],
+        envelope: Envelope,
+        reason: str,
+        *,
+        followers: bool = True,
     ) -> None:
+        """Park the head delivery (as ``envelope``) and, with ``followers``, every
+        delivery queued behind it.
+
+        They are queued again, in order, at the head of the shard, and only then
+        acked. Alone, the head goes in behind the conversation's parked copies
+        still on their way back; with its followers, those copies must arrive
+        first, or they would overtake the messages parked now.
+        """
         conversation = envelope.conversation_id
-        if conversation not in self._barriers:
-            self._barriers[conversation] = _Barrier(envelope.message_id, not_before)
-        parked = replace(
-            envelope, headers={**envelope.headers, HEADER_NOT_BEFORE: _epoch_ms(not_before)}
-        )
-        delay = max(not_before - self._clock(), 0.0)
+        waited = 0.0
+        while followers and conversation in self._in_transit and waited < IN_TRANSIT_WAIT:
+            await asyncio.sleep(0.01)
+            waited += 0.01
+        behind = [d for d in list(queue)[1:] if d.valid] if followers else []
+        parked = [replace(envelope, headers={**envelope.headers, HEADER_PARKED: 1})]
+        parked += [d.envelope for d in behind]
+        # Expected back before they are published: a copy can arrive before the confirm.
+        in_transit = self._in_transit.setdefault(conversation, [])
+        in_transit.extend(e.message_id for e in parked)
         try:
-            await self._requeuer.park(parked, delay)
+            await self._requeuer.park(parked)
         except PublishError as exc:
+            # Not all moved: hand them all back to the broker, which keeps their order
+            # (a copy that did go through is deduplicated when it comes back).
             log.warning("bridge.park_failed", error=str(exc))
-            await self._requeue(delivery)
+            for parked_envelope in parked:
+                with contextlib.suppress(ValueError):
+                    in_transit.remove(parked_envelope.message_id)
+            if not in_transit:
+                self._in_transit.pop(conversation, None)
+            for other in [delivery, *behind]:
+                await self._requeue(other)
+            self._remove(queue, behind)
             return
-        self._metrics.parked.inc()
-        log.info("bridge.message_parked", delay=round(delay, 3), reason=reason)
-        await self._settle(delivery)
+        self._metrics.parked.inc(len(parked))
+        not_before = int(envelope.headers.get(HEADER_NOT_BEFORE, 0)) / 1000
+        log.info(
+            "bridge.message_parked",
+            delay=round(max(not_before - self._clock(), 0.0), 3),
+            reason=reason,
+            behind_it=len(behind),
+        )
+        for other in [delivery, *behind]:
+            await self._settle(other)
+        self._remove(queue, behind)
+
+    @staticmethod
+    def _remove(queue: deque[Delivery], deliveries: list[Delivery]) -> None:
+        for delivery in deliveries:
+            with contextlib.suppress(ValueError):
+                queue.remove(delivery)
 
     async def _checkpoint(self, envelope: Envelope) -> None:
         """Persist the bot's answer and how many replies are out, before sending more.
@@ -342,7 +478,6 @@ class ConversationScheduler:
         self._completed[envelope.message_id] = None
         while len(self._completed) > RECENTLY_COMPLETED:
             self._completed.popitem(last=False)
-        self._lift_barrier(envelope)
         await self._settle(delivery)
         sent = (envelope.progress or {}).get("sent", 0)
         self._metrics.messages_bridged.labels(outcome).inc()
@@ -395,11 +530,6 @@ class ConversationScheduler:
         )
         await self._finish(delivery, envelope, "dead_lettered")
 
-    def _lift_barrier(self, envelope: Envelope) -> None:
-        barrier = self._barriers.get(envelope.conversation_id)
-        if barrier is not None and barrier.head == envelope.message_id and not barrier.advance():
-            del self._barriers[envelope.conversation_id]
-
     async def _settle(self, delivery: Delivery) -> None:
         try:
             await delivery.ack()
@@ -428,3 +558,8 @@ def _epoch_ms(seconds: float) -> int:
 
 def _sent(envelope: Envelope) -> int:
     return int((envelope.progress or {}).get("sent", 0))
+
+
+def _rank(envelope: Envelope) -> tuple[bool, int]:
+    """How far a message got: answered at all, then replies sent."""
+    return envelope.progress is not None, _sent(envelope)

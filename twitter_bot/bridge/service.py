@@ -36,7 +36,7 @@ class BridgeService:
         self._queue = queue
         self._metrics = metrics
         self._scheduler: ConversationScheduler | None = None
-        queue.consume(settings.messaging.prefetch, self._submit)
+        queue.consume(settings.messaging.prefetch, self._submit, self._link_lost)
 
     @property
     def scheduler(self) -> ConversationScheduler | None:
@@ -46,6 +46,10 @@ class BridgeService:
         if self._scheduler is None:
             raise RuntimeError("bridge received a delivery before it was started")
         self._scheduler.submit(delivery)
+
+    def _link_lost(self) -> None:
+        if self._scheduler is not None:
+            self._scheduler.link_lost()
 
     async def resources(self, app: web.Application) -> AsyncIterator[None]:
         """Open the HTTP sessions and build the processing chain; close them at the end."""

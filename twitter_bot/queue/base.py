@@ -101,6 +101,9 @@ HEADER_CONVERSATION_ID = "x-conversation-id"
 HEADER_CHECKPOINT = "x-checkpoint"
 # Set by `dead-letters retry`: an operator asked for this message to be bridged again.
 HEADER_REDRIVEN = "x-redriven"
+# Marks a message the bridge parked: put back at the head of its shard, ahead of every
+# message never parked, and held by the consumer until its x-not-before-ms.
+HEADER_PARKED = "x-parked"
 
 
 class QueueDelivery(Protocol):
@@ -111,6 +114,15 @@ class QueueDelivery(Protocol):
 
     @property
     def redelivered(self) -> bool: ...
+
+    @property
+    def valid(self) -> bool:
+        """False once it can no longer be settled (its broker channel was lost).
+
+        The broker then delivers the message again, possibly to another instance,
+        so whoever holds an invalid delivery must stop working on it.
+        """
+        ...
 
     async def ack(self) -> None: ...
 
@@ -130,7 +142,15 @@ class MessageQueue(Protocol):
     @property
     def checkpoints_enabled(self) -> bool: ...
 
-    def consume(self, prefetch: int, deliver: Callable[[QueueDelivery], None]) -> None: ...
+    def consume(
+        self,
+        prefetch: int,
+        deliver: Callable[[QueueDelivery], None],
+        lost: Callable[[], None] | None = None,
+    ) -> None:
+        """Register the consumer: ``deliver`` gets each message, ``lost`` is called when
+        every delivery handed over so far became invalid (the broker link dropped)."""
+        ...
 
     async def start(self) -> None: ...
 
@@ -142,7 +162,15 @@ class MessageQueue(Protocol):
 
     async def publish(self, envelopes: list[Envelope]) -> None: ...
 
-    async def park(self, envelope: Envelope, delay: float) -> None: ...
+    async def park(self, envelopes: list[Envelope]) -> None:
+        """Queue envelopes, in this order, at the head of their shards, marked parked.
+
+        Parked messages are delivered again at once, ahead of every message never
+        parked, also after a crash or a failover: that is what keeps a conversation
+        in order while its head waits for a retry. The consumer holds them until
+        their not-before time.
+        """
+        ...
 
     async def checkpoint(self, envelope: Envelope) -> None: ...
 

@@ -41,6 +41,7 @@ from twitter_bot.queue.base import (
     HEADER_ERROR_KIND,
     HEADER_ERROR_STATUS,
     HEADER_NOT_BEFORE,
+    HEADER_PARKED,
     HEADER_REDRIVEN,
     Envelope,
     PublishError,
@@ -54,20 +55,7 @@ log = structlog.get_logger(__name__)
 ConnectedCallback = Callable[[AbstractConnection], Awaitable[None]]
 
 
-# Delay tiers (seconds) for parked messages. A parked message waits in the
-# largest tier not longer than its remaining delay; within one tier the TTL is
-# uniform, so the queue stays FIFO and expiry never waits behind a longer TTL.
-DELAY_TIERS = (1, 5, 30, 120, 600, 3600)
-# No "x-" prefix: RabbitMQ's headers exchange ignores x- headers when matching
-# (x-match: all), which would route a parked message into every tier.
-DELAY_TIER_HEADER = "twitter-bot-delay-tier"
 PROBE_HEADER = "twitter-bot-probe"
-
-
-def delay_tier(seconds: float) -> int:
-    """The largest tier not longer than ``seconds`` (the shortest for small delays)."""
-    fitting = [tier for tier in DELAY_TIERS if tier <= seconds]
-    return fitting[-1] if fitting else DELAY_TIERS[0]
 
 
 @dataclass(frozen=True)
@@ -89,18 +77,11 @@ class Topology:
     def exchange(self) -> str:
         return self.prefix
 
-    @property
-    def delay_exchange(self) -> str:
-        return f"{self.prefix}.delay"
-
     def shard_routing_key(self, shard: int) -> str:
         return f"incoming.{shard}"
 
     def shard_queue(self, shard: int) -> str:
         return f"{self.prefix}.incoming.{shard}"
-
-    def delay_queue(self, tier: int) -> str:
-        return f"{self.prefix}.delay.{tier}s"
 
     @property
     def dead_letter_routing_key(self) -> str:
@@ -137,31 +118,8 @@ def _type_arguments(topology: Topology) -> dict[str, Any]:
     return {"x-queue-type": "quorum"} if topology.queue_type == "quorum" else {}
 
 
-def delay_queue_arguments(topology: Topology, tier: int) -> dict[str, Any]:
-    # Expired messages go back to the main exchange with their own routing key,
-    # i.e. to the shard they came from.
-    arguments: dict[str, Any] = {
-        "x-message-ttl": tier * 1000,
-        "x-dead-letter-exchange": topology.exchange,
-    }
-    if topology.queue_type == "quorum":
-        # Quorum dead-lettering is at-most-once unless asked: parked messages must survive.
-        arguments |= {
-            "x-queue-type": "quorum",
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",
-        }
-    return arguments
-
-
-@dataclass(frozen=True)
-class Exchanges:
-    main: AbstractExchange
-    delay: AbstractExchange
-
-
-async def declare_topology(channel: AbstractChannel, topology: Topology) -> Exchanges:
-    """Declare (idempotently) exchanges, shard queues, delay tiers and the dead-letter queue."""
+async def declare_topology(channel: AbstractChannel, topology: Topology) -> AbstractExchange:
+    """Declare (idempotently) the exchange, the shard queues and the dead-letter queue."""
     exchange = await channel.declare_exchange(
         topology.exchange, aio_pika.ExchangeType.DIRECT, durable=True
     )
@@ -176,17 +134,7 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Exch
         topology.dead_letter_queue, durable=True, arguments=_type_arguments(topology)
     )
     await dead_letters.bind(exchange, topology.dead_letter_routing_key)
-    delay = await channel.declare_exchange(
-        topology.delay_exchange, aio_pika.ExchangeType.HEADERS, durable=True
-    )
-    for tier in DELAY_TIERS:
-        tier_queue = await channel.declare_queue(
-            topology.delay_queue(tier),
-            durable=True,
-            arguments=delay_queue_arguments(topology, tier),
-        )
-        await tier_queue.bind(delay, arguments={"x-match": "all", DELAY_TIER_HEADER: str(tier)})
-    return Exchanges(main=exchange, delay=delay)
+    return exchange
 
 
 @dataclass(frozen=True)
@@ -230,6 +178,7 @@ class RabbitConnection:
         self._task: asyncio.Task[None] | None = None
         self._callbacks: list[ConnectedCallback] = []
         self._connected = asyncio.Event()
+        self._lost: asyncio.Event | None = None
         self.current_host: BrokerHost | None = None
 
     def on_connected(self, callback: ConnectedCallback) -> None:
@@ -249,6 +198,12 @@ class RabbitConnection:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._supervise(), name="rabbit-supervisor")
+
+    def reconnect(self, reason: str) -> None:
+        """Drop the current connection and connect again (e.g. a channel we need died)."""
+        if self._lost is not None and not self._lost.is_set():
+            log.warning("broker.reconnecting", reason=reason)
+            self._lost.set()
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -302,7 +257,7 @@ class RabbitConnection:
             return
         # conn.closed() resolves only on an explicit close(); the close callbacks
         # also fire when the socket drops or heartbeats time out.
-        lost = asyncio.Event()
+        lost = self._lost = asyncio.Event()
         conn.close_callbacks.add(lambda *_: lost.set())
         self._connection = conn
         self.current_host = host
@@ -311,6 +266,7 @@ class RabbitConnection:
         try:
             await lost.wait()
         finally:
+            self._lost = None
             self._connected.clear()
             self._connection = None
             self.current_host = None
@@ -335,7 +291,7 @@ class RabbitPublisher:
         self._confirm_timeout = confirm_timeout
         self._on_confirmed = on_confirmed
         self._channel: AbstractChannel | None = None
-        self._exchanges: Exchanges | None = None
+        self._exchange: AbstractExchange | None = None
         connection.on_connected(self._open_channel)
 
     @property
@@ -346,7 +302,7 @@ class RabbitPublisher:
         # on_return_raises turns an unroutable mandatory message into an error
         # instead of a silent drop (aio-pika's default).
         channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
-        self._exchanges = await declare_topology(channel, self._topology)
+        self._exchange = await declare_topology(channel, self._topology)
         self._channel = channel
 
     @property
@@ -358,14 +314,14 @@ class RabbitPublisher:
             and not channel.is_closed
         )
 
-    def _require_exchanges(self) -> Exchanges:
-        if not self.ready or self._exchanges is None:
+    def _require_exchange(self) -> AbstractExchange:
+        if not self.ready or self._exchange is None:
             raise PublishError("broker not connected")
-        return self._exchanges
+        return self._exchange
 
     async def publish(self, envelopes: list[Envelope]) -> None:
         """Queue envelopes on their conversations' shards; raise PublishError unless all confirm."""
-        main = self._require_exchanges().main
+        main = self._require_exchange()
         started = time.perf_counter()
         await self._confirm_all(
             [
@@ -376,16 +332,23 @@ class RabbitPublisher:
         if self._on_confirmed is not None:
             self._on_confirmed(time.perf_counter() - started)
 
-    async def park(self, envelope: Envelope, delay: float) -> None:
-        """Put an envelope in the delay tier for ``delay``; it then returns to its shard."""
-        tier = delay_tier(delay)
-        message = _message(envelope, extra_headers={DELAY_TIER_HEADER: str(tier)})
-        routing_key = self._topology.routing_key_for(envelope.conversation_id)
-        await self._confirm_all([(self._require_exchanges().delay, routing_key, message)])
+    async def park(self, envelopes: list[Envelope]) -> None:
+        """Queue envelopes at the head of their shards (priority 1), strictly in this order.
+
+        One at a time, each confirmed before the next is sent, so the broker
+        enqueues them in order. Quorum queues (RabbitMQ 3.10-3.11) have no
+        priorities: there they go to the tail (README, "Quorum queues").
+        """
+        exchange = self._require_exchange()
+        priority = 1 if self._topology.checkpoints_enabled else 0
+        for envelope in envelopes:
+            message = _message(envelope, extra_headers={HEADER_PARKED: 1}, priority=priority)
+            routing_key = self._topology.routing_key_for(envelope.conversation_id)
+            await self._confirm_all([(exchange, routing_key, message)])
 
     async def checkpoint(self, envelope: Envelope) -> None:
         """Queue a copy carrying the bot's answer ahead of its conversation's later messages."""
-        main = self._require_exchanges().main
+        main = self._require_exchange()
         routing_key = self._topology.routing_key_for(envelope.conversation_id)
         message = _message(envelope, extra_headers={HEADER_CHECKPOINT: 1}, priority=1)
         await self._confirm_all([(main, routing_key, message)])
@@ -399,12 +362,12 @@ class RabbitPublisher:
             priority=1 if self._topology.checkpoints_enabled else 0,
             expiration=60,
         )
-        main = self._require_exchanges().main
+        main = self._require_exchange()
         await self._confirm_all([(main, self._topology.shard_routing_key(shard), message)])
 
     async def dead_letter(self, envelope: Envelope) -> None:
         """Move an envelope (with its reason headers) to the dead-letter queue."""
-        main = self._require_exchanges().main
+        main = self._require_exchange()
         await self._confirm_all(
             [(main, self._topology.dead_letter_routing_key, _message(envelope))]
         )
@@ -462,6 +425,7 @@ _OWN_HEADERS = frozenset(
         HEADER_BOT_ID,
         HEADER_CHECKPOINT,
         HEADER_REDRIVEN,
+        HEADER_PARKED,
     }
 )
 
@@ -477,9 +441,18 @@ def own_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
 class RabbitDelivery:
     """One consumed message: its envelope, and ack/requeue on the channel it came from."""
 
-    def __init__(self, message: AbstractIncomingMessage, envelope: Envelope) -> None:
+    def __init__(
+        self, message: AbstractIncomingMessage, envelope: Envelope, channel: AbstractChannel
+    ) -> None:
         self._message = message
         self._envelope = envelope
+        self._channel = channel
+
+    @property
+    def valid(self) -> bool:
+        # Acks only count on the channel that received the message: once it is
+        # closed, the broker has requeued the message for another consumer.
+        return not self._channel.is_closed
 
     @property
     def envelope(self) -> Envelope:
@@ -510,10 +483,13 @@ class RabbitConsumer:
         *,
         prefetch: int,
         deliver: Callable[[RabbitDelivery], None],
+        lost: Callable[[], None] | None = None,
     ) -> None:
+        self._connection = connection
         self._topology = topology
         self._prefetch = prefetch
         self._deliver = deliver
+        self._lost = lost
         self._channel: AbstractChannel | None = None
         self._consumers: list[tuple[AbstractQueue, str]] = []
         self._last_delivery: dict[int, float] = {}
@@ -528,9 +504,22 @@ class RabbitConsumer:
         consumers = []
         for shard in range(self._topology.shards):
             queue = await channel.get_queue(self._topology.shard_queue(shard), ensure=True)
-            callback = partial(self._on_message, shard)
+            callback = partial(self._on_message, shard, channel)
             consumers.append((queue, await queue.consume(callback)))
+        channel.close_callbacks.add(self._on_channel_closed)
         self._channel, self._consumers = channel, consumers
+
+    def _on_channel_closed(self, *_: Any) -> None:
+        # Every unacked delivery of this channel goes back to the broker, which
+        # may hand it to another instance: the bridge must drop what it holds.
+        if self._stopped:
+            return
+        log.warning("broker.consumer_channel_lost")
+        if self._lost is not None:
+            self._lost()
+        # A channel can die alone (the broker's consumer_timeout, a channel error):
+        # consuming only resumes with a new subscription, so start over.
+        self._connection.reconnect("consumer channel closed")
 
     def active_shards(self, within: float) -> list[int]:
         """Shards this consumer received anything on (a message or a probe) lately.
@@ -541,7 +530,9 @@ class RabbitConsumer:
         now = time.monotonic()
         return sorted(s for s, at in self._last_delivery.items() if now - at <= within)
 
-    async def _on_message(self, shard: int, message: AbstractIncomingMessage) -> None:
+    async def _on_message(
+        self, shard: int, channel: AbstractChannel, message: AbstractIncomingMessage
+    ) -> None:
         self._last_delivery[shard] = time.monotonic()
         if message.headers.get(PROBE_HEADER):
             await message.ack()
@@ -554,7 +545,7 @@ class RabbitConsumer:
             )
             await message.reject(requeue=False)
             return
-        self._deliver(RabbitDelivery(message, envelope))
+        self._deliver(RabbitDelivery(message, envelope, channel))
 
     async def stop(self) -> None:
         """Stop receiving new deliveries; in-flight ones can still be acked."""
@@ -614,9 +605,14 @@ class RabbitQueue:
     def checkpoints_enabled(self) -> bool:
         return self._topology.checkpoints_enabled
 
-    def consume(self, prefetch: int, deliver: Callable[[QueueDelivery], None]) -> None:
+    def consume(
+        self,
+        prefetch: int,
+        deliver: Callable[[QueueDelivery], None],
+        lost: Callable[[], None] | None = None,
+    ) -> None:
         self._consumer = RabbitConsumer(
-            self._connection, self._topology, prefetch=prefetch, deliver=deliver
+            self._connection, self._topology, prefetch=prefetch, deliver=deliver, lost=lost
         )
 
     async def start(self) -> None:
@@ -644,8 +640,8 @@ class RabbitQueue:
     async def publish(self, envelopes: list[Envelope]) -> None:
         await self._publisher.publish(envelopes)
 
-    async def park(self, envelope: Envelope, delay: float) -> None:
-        await self._publisher.park(envelope, delay)
+    async def park(self, envelopes: list[Envelope]) -> None:
+        await self._publisher.park(envelopes)
 
     async def checkpoint(self, envelope: Envelope) -> None:
         await self._publisher.checkpoint(envelope)

@@ -2,9 +2,9 @@
 
 Same guarantees as the RabbitMQ adapter on one host: a write returns only once it
 is on disk (WAL, synchronous=FULL), messages are leased to the consumer and
-deleted on ack, delayed messages wait for their time, checkpoints (priority 1)
-come first, dead letters are kept, and what was leased when the process died is
-delivered again (marked redelivered) after a restart. One process per file.
+deleted on ack, parked messages and checkpoints (priority 1) come first, dead
+letters are kept, and what was leased when the process died is delivered again
+(marked redelivered) after a restart. One process per file.
 
 All SQLite work runs on one dedicated thread, so the event loop never blocks on
 disk I/O and the connection is only ever used from that thread.
@@ -19,13 +19,19 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import structlog
 
-from twitter_bot.queue.base import HEADER_CHECKPOINT, Envelope, PublishError, QueueDelivery
+from twitter_bot.queue.base import (
+    HEADER_CHECKPOINT,
+    HEADER_PARKED,
+    Envelope,
+    PublishError,
+    QueueDelivery,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -75,6 +81,10 @@ class SqliteDelivery:
     def redelivered(self) -> bool:
         return self._redelivered
 
+    @property
+    def valid(self) -> bool:
+        return True  # one process owns the file: a lease is only lost with the process
+
     async def ack(self) -> None:
         await self._queue._settle(self._row_id, delete=True)
 
@@ -115,7 +125,12 @@ class SqliteQueue:
     def active_shards(self) -> list[int] | None:
         return None
 
-    def consume(self, prefetch: int, deliver: Callable[[QueueDelivery], None]) -> None:
+    def consume(
+        self,
+        prefetch: int,
+        deliver: Callable[[QueueDelivery], None],
+        lost: Callable[[], None] | None = None,
+    ) -> None:
         self._prefetch = prefetch
         self._deliver = deliver
 
@@ -173,20 +188,12 @@ class SqliteQueue:
     async def publish(self, envelopes: list[Envelope]) -> None:
         await self._insert([(INCOMING, 0, 0.0, env) for env in envelopes])
 
-    async def park(self, envelope: Envelope, delay: float) -> None:
-        await self._insert([(INCOMING, 0, time.time() + delay, envelope)])
+    async def park(self, envelopes: list[Envelope]) -> None:
+        # Priority 1 and ascending ids, in one transaction: leased first, in this order.
+        await self._insert([(INCOMING, 1, 0.0, _marked(env, HEADER_PARKED)) for env in envelopes])
 
     async def checkpoint(self, envelope: Envelope) -> None:
-        marked = Envelope(
-            kind=envelope.kind,
-            message_id=envelope.message_id,
-            conversation_id=envelope.conversation_id,
-            payload=envelope.payload,
-            accepted_at=envelope.accepted_at,
-            headers={**envelope.headers, HEADER_CHECKPOINT: 1},
-            progress=envelope.progress,
-        )
-        await self._insert([(INCOMING, 1, 0.0, marked)])
+        await self._insert([(INCOMING, 1, 0.0, _marked(envelope, HEADER_CHECKPOINT))])
 
     async def dead_letter(self, envelope: Envelope) -> None:
         await self._insert([(DEAD_LETTER, 0, 0.0, envelope)])
@@ -326,6 +333,10 @@ class SqliteQueue:
     def _purge_sync(self, row_id: int) -> None:
         query = "DELETE FROM messages WHERE id = ? AND queue = ?"
         self._require_db().execute(query, (row_id, DEAD_LETTER))
+
+
+def _marked(envelope: Envelope, header: str) -> Envelope:
+    return replace(envelope, headers={**envelope.headers, header: 1})
 
 
 @contextlib.contextmanager
