@@ -128,6 +128,27 @@ async def test_order_is_kept_across_a_burst_in_one_conversation(env: BridgeEnv) 
     assert texts(env, ALICE) == [f"m{i}-{part}" for i in range(12) for part in ("a", "b")]
 
 
+async def test_the_bot_is_asked_while_typing_shows_and_answers_after_it(
+    env: BridgeEnv,
+) -> None:
+    # Read receipt and typing indicator are best effort: the gateway call does not wait
+    # for them, but the answer never goes out before "typing" (it would stick after it).
+    env.x.set_delay(1.0, EndpointKind.INDICATE_TYPING)
+    typing_done_when_asked: list[bool] = []
+
+    def answer(request: RecordedRequest) -> list[dict[str, Any]]:
+        kinds = [c.kind for c in env.x.calls_of(user_id=BOT_A_USER_ID)]
+        typing_done_when_asked.append(EndpointKind.INDICATE_TYPING in kinds)
+        return [{"type": "text", "text": "right away"}]
+
+    env.gateway.on_message("bot-a", answer)
+    await env.send_dm("310", ALICE)
+    await env.x.wait_for_dms(1, timeout=10)
+    assert typing_done_when_asked == [False]
+    kinds = [c.kind for c in env.x.calls_of(user_id=BOT_A_USER_ID)]
+    assert kinds.index(EndpointKind.INDICATE_TYPING) < kinds.index(EndpointKind.DM_V11)
+
+
 async def test_a_slow_conversation_does_not_block_another(env: BridgeEnv) -> None:
     async def answer(request: RecordedRequest) -> list[dict[str, Any]]:
         if request.body["sender"]["id"] == ALICE:

@@ -7,6 +7,7 @@ later, give up) and the envelope with its progress, and the scheduler acts on it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
@@ -113,6 +114,17 @@ def user_message(
     )
 
 
+async def _finish_best_effort(task: asyncio.Task[None]) -> None:
+    """Await a best-effort side task; if we are being cancelled, cancel it too."""
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise
+
+
 def _x_failure(error: XError) -> Failure:
     status = getattr(error, "status", None)
     code = getattr(error, "code", None)
@@ -172,8 +184,22 @@ class Processor:
         self, envelope: Envelope, bot: BotSettings, first_attempt: bool
     ) -> Envelope | Outcome:
         message = IncomingMessage.from_dict(envelope.payload)
-        if first_attempt:
-            await self._acknowledge_to_user(message, bot)
+        # The read receipt and typing indicator go out while the bot thinks (they are
+        # awaited before any reply is sent, so "typing" never follows the answer).
+        acknowledging = (
+            asyncio.create_task(self._acknowledge_to_user(message, bot), name="read-and-typing")
+            if first_attempt
+            else None
+        )
+        try:
+            return await self._call_gateway(envelope, message, bot)
+        finally:
+            if acknowledging is not None:
+                await _finish_best_effort(acknowledging)
+
+    async def _call_gateway(
+        self, envelope: Envelope, message: IncomingMessage, bot: BotSettings
+    ) -> Envelope | Outcome:
         quick_reply = message.quick_reply_payload
         if quick_reply is None and self._options.dm_api == "v2":
             quick_reply = self._offered.resolve(message.conversation_id, message.text)

@@ -331,7 +331,10 @@ class ConversationScheduler:
         async def progress(updated: Envelope) -> None:
             if not delivery.valid:
                 raise _DeliveryLost
-            await self._checkpoint(updated)
+            if _sent(updated) < len(_answer(updated)):
+                await self._checkpoint(updated)
+            # After the last reply the ack follows at once: a checkpoint would only
+            # widen the window in which a crash repeats that reply.
 
         try:
             result = await self._processor.process(
@@ -342,7 +345,9 @@ class ConversationScheduler:
             return None
         envelope, outcome = result.envelope, result.outcome
         if isinstance(outcome, Answered):
-            if delivery.valid:
+            # Worth a round trip only when a crash could split the answer: with one
+            # reply, a restart asks the gateway again (same Idempotency-Key) instead.
+            if delivery.valid and len(_answer(envelope)) > 1:
                 await self._checkpoint(envelope)
             return envelope, attempt, 0.0
         if isinstance(outcome, Done):
@@ -558,6 +563,10 @@ def _epoch_ms(seconds: float) -> int:
 
 def _sent(envelope: Envelope) -> int:
     return int((envelope.progress or {}).get("sent", 0))
+
+
+def _answer(envelope: Envelope) -> list[Any]:
+    return list((envelope.progress or {}).get("answer") or [])
 
 
 def _rank(envelope: Envelope) -> tuple[bool, int]:

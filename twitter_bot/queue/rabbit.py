@@ -376,16 +376,24 @@ class RabbitPublisher:
         self, publishes: list[tuple[AbstractExchange, str, aio_pika.Message]]
     ) -> None:
         try:
-            results = await asyncio.wait_for(
-                asyncio.gather(
-                    *(
-                        exchange.publish(message, routing_key=key, mandatory=True)
-                        for exchange, key, message in publishes
-                    ),
-                    return_exceptions=True,
-                ),
-                self._confirm_timeout,
-            )
+            async with asyncio.timeout(self._confirm_timeout):
+                if len(publishes) == 1:  # the common case, without gather's extra task
+                    exchange, key, message = publishes[0]
+                    results: list[Any] = [None]
+                    try:
+                        await exchange.publish(message, routing_key=key, mandatory=True)
+                    except TimeoutError:
+                        raise
+                    except Exception as exc:  # as gather(return_exceptions=True) would
+                        results = [exc]
+                else:
+                    results = await asyncio.gather(
+                        *(
+                            exchange.publish(message, routing_key=key, mandatory=True)
+                            for exchange, key, message in publishes
+                        ),
+                        return_exceptions=True,
+                    )
         except TimeoutError as exc:
             raise PublishError("publish not confirmed in time") from exc
         failures = [r for r in results if isinstance(r, BaseException)]
