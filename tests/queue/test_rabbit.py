@@ -143,3 +143,24 @@ async def test_deliveries_of_a_dropped_link_turn_invalid_and_come_again(rabbit_v
     finally:
         await queue.stop()
         await proxy.stop()
+
+
+async def test_a_shard_probe_never_expires_into_the_dead_letters(
+    publisher: tuple[RabbitPublisher, Settings],
+) -> None:
+    # A consumer whose prefetch is full of parked messages receives nothing for a while;
+    # a probe with a TTL would then expire through the shard's dead-letter exchange and
+    # show up as a dead letter (it did, in the chaos run's gateway outage).
+    pub, settings = publisher
+    await pub.probe(0)
+    topology = topology_for(settings)
+    connection = await aio_pika.connect(
+        host=RABBIT_HOST, port=RABBIT_PORT, virtualhost=settings.rabbit.virtual_host
+    )
+    async with connection:
+        channel = await connection.channel()
+        probe = await (await channel.get_queue(topology.shard_queue(0))).get(no_ack=True)
+        assert probe is not None
+        assert probe.expiration is None
+        dead = await channel.declare_queue(topology.dead_letter_queue, passive=True)
+        assert dead.declaration_result.message_count == 0

@@ -232,18 +232,25 @@ class ConversationScheduler:
 
         A checkpoint copy of the same message, queued behind it, may carry more
         progress (the answer, replies already sent): resume from that one, so
-        nothing is asked or sent twice. The checkpoint is then stale when reached.
+        nothing is asked or sent twice. Such copies are settled at once: their
+        progress now travels with this delivery (and with its parked copy, if it
+        has to wait), so they must not run on their own later.
         """
         envelope = delivery.envelope
         await asyncio.sleep(CHECKPOINT_SIBLING_WAIT)  # let the crash's other copies arrive
-        for other in queue:
-            if (
-                other is not delivery
-                and other.envelope.message_id == envelope.message_id
-                and other.envelope.headers.get(HEADER_CHECKPOINT)
-                and _rank(other.envelope) > _rank(envelope)
-            ):
+        absorbed = [
+            other
+            for other in list(queue)
+            if other is not delivery
+            and other.envelope.message_id == envelope.message_id
+            and other.envelope.headers.get(HEADER_CHECKPOINT)
+        ]
+        for other in absorbed:
+            if _rank(other.envelope) > _rank(envelope):
                 envelope = replace(envelope, progress=other.envelope.progress)
+            self._seen_own_checkpoint(envelope.message_id)  # if it was ours, it is back
+            await self._settle(other)
+        self._remove(queue, absorbed)
         return envelope
 
     async def _checkpoint_is_stale(self, delivery: Delivery) -> bool:
@@ -331,10 +338,10 @@ class ConversationScheduler:
         async def progress(updated: Envelope) -> None:
             if not delivery.valid:
                 raise _DeliveryLost
-            if _sent(updated) < len(_answer(updated)):
+            if len(_answer(updated)) > 1:
+                # Also after the last reply: that copy marks the answer complete for
+                # whoever finds this message's earlier checkpoints after a crash.
                 await self._checkpoint(updated)
-            # After the last reply the ack follows at once: a checkpoint would only
-            # widen the window in which a crash repeats that reply.
 
         try:
             result = await self._processor.process(
@@ -345,8 +352,10 @@ class ConversationScheduler:
             return None
         envelope, outcome = result.envelope, result.outcome
         if isinstance(outcome, Answered):
-            # Worth a round trip only when a crash could split the answer: with one
-            # reply, a restart asks the gateway again (same Idempotency-Key) instead.
+            # Worth its round trips only when a crash could split the answer: with one
+            # reply, a restart asks the gateway again (same Idempotency-Key) instead,
+            # and the ack right after the reply closes the window as fast as a
+            # confirmed checkpoint would.
             if delivery.valid and len(_answer(envelope)) > 1:
                 await self._checkpoint(envelope)
             return envelope, attempt, 0.0

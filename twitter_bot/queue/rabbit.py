@@ -360,7 +360,10 @@ class RabbitPublisher:
             delivery_mode=DeliveryMode.NOT_PERSISTENT,
             headers={PROBE_HEADER: 1},
             priority=1 if self._topology.checkpoints_enabled else 0,
-            expiration=60,
+            # No TTL: an expired probe would dead-letter (the shard queue's DLX) into
+            # the dead letters while a consumer waits with its prefetch full of
+            # parked messages. Probes come only from consuming instances and are
+            # acked on arrival, so they cannot pile up beyond such a wait.
         )
         main = self._require_exchange()
         await self._confirm_all([(main, self._topology.shard_routing_key(shard), message)])
