@@ -9,8 +9,8 @@ Scenarios (seconds are from the start of the load):
   all       all of them together
 The harness (tests/support/chaos.py) plays X: each conversation's DMs in order, each to a
 random instance, redelivered after a non-200 or a 3 s timeout. The daemons run with default
-bridge settings (retry 1 s doubling to 300 s with full jitter, 10 attempts, 10 s hold), with
-read receipts and typing indicators off.
+bridge settings (retry 1 s doubling to 300 s, each wait 1/2 to 1 of that, 10 attempts, 10 s
+hold), with read receipts and typing indicators off.
 
     .venv/bin/python bench/chaos.py [--scenarios kill,broker,gateway,x429,all]
         [--messages 10000] [--conversations 50] [--rate 200] [--seed 1] [--quick]
