@@ -26,7 +26,15 @@ from typing import Any
 import structlog
 
 from twitter_bot.bridge.ports import Delivery, Requeuer
-from twitter_bot.bridge.processor import Answered, Done, Failure, GiveUp, Processor, TryLater
+from twitter_bot.bridge.processor import (
+    Answered,
+    Done,
+    Failure,
+    GiveUp,
+    Processor,
+    Result,
+    TryLater,
+)
 from twitter_bot.bridge.retry import RetryPolicy
 from twitter_bot.metrics import Metrics
 from twitter_bot.queue.base import (
@@ -55,6 +63,8 @@ CHECKPOINT_SIBLING_WAIT = 0.1
 # How long a conversation about to be parked waits for its parked copies still on
 # their way back (normally milliseconds), so the new copies go in behind them.
 IN_TRANSIT_WAIT = 2.0
+# How long a worker whose checkpoint failed waits to learn whether the link is down.
+LINK_LOSS_GRACE = 1.0
 # Parked messages held longer than this are parked again: RabbitMQ closes a channel
 # holding a delivery unacknowledged past its consumer_timeout (30 min by default).
 PARK_REFRESH = 600.0
@@ -62,6 +72,10 @@ PARK_REFRESH = 600.0
 
 class _DeliveryLost(Exception):
     """The delivery's broker channel is gone: another consumer may be working on it."""
+
+
+class _CheckpointFailed(Exception):
+    """A checkpoint was not confirmed: most often the broker link is going down."""
 
 
 class ConversationScheduler:
@@ -329,11 +343,8 @@ class ConversationScheduler:
                 return True
             envelope, attempt, not_before = step
 
-    async def _step(
-        self, delivery: Delivery, envelope: Envelope, attempt: int
-    ) -> tuple[Envelope, int, float] | None:
-        """One processor call and what follows from it: None once the delivery is settled,
-        else the envelope, attempt count and retry time to go on with."""
+    async def _process(self, delivery: Delivery, envelope: Envelope, attempt: int) -> Result | None:
+        """Run the processor with checkpoints; None when the delivery's link was lost."""
 
         async def progress(updated: Envelope) -> None:
             if not delivery.valid:
@@ -341,23 +352,49 @@ class ConversationScheduler:
             if len(_answer(updated)) > 1:
                 # Also after the last reply: that copy marks the answer complete for
                 # whoever finds this message's earlier checkpoints after a crash.
-                await self._checkpoint(updated)
+                await self._checkpoint_unless_link_lost(delivery, updated)
 
         try:
             result = await self._processor.process(
                 envelope, first_attempt=attempt == 0, on_progress=progress
             )
-        except _DeliveryLost:
-            self._abandon()
-            return None
-        envelope, outcome = result.envelope, result.outcome
-        if isinstance(outcome, Answered):
             # Worth its round trips only when a crash could split the answer: with one
             # reply, a restart asks the gateway again (same Idempotency-Key) instead,
             # and the ack right after the reply closes the window as fast as a
             # confirmed checkpoint would.
-            if delivery.valid and len(_answer(envelope)) > 1:
-                await self._checkpoint(envelope)
+            answer = _answer(result.envelope)
+            if isinstance(result.outcome, Answered) and delivery.valid and len(answer) > 1:
+                await self._checkpoint_unless_link_lost(delivery, result.envelope)
+        except _DeliveryLost:
+            self._abandon()
+            return None
+        return result
+
+    async def _checkpoint_unless_link_lost(self, delivery: Delivery, envelope: Envelope) -> None:
+        """Checkpoint; if that fails because the broker link is dying, stop sending.
+
+        A failed checkpoint most often means the link is going down, a moment
+        before the consumer notices: sending on would outrun what is durable, and
+        the instance taking over would send it all again. If the link turns out to
+        be fine, carry on without this checkpoint (the original stays unacked).
+        """
+        try:
+            await self._checkpoint(envelope)
+        except _CheckpointFailed:
+            await self._wait(LINK_LOSS_GRACE)
+            if not delivery.valid:
+                raise _DeliveryLost from None
+
+    async def _step(
+        self, delivery: Delivery, envelope: Envelope, attempt: int
+    ) -> tuple[Envelope, int, float] | None:
+        """One processor call and what follows from it: None once the delivery is settled,
+        else the envelope, attempt count and retry time to go on with."""
+        result = await self._process(delivery, envelope, attempt)
+        if result is None:
+            return None
+        envelope, outcome = result.envelope, result.outcome
+        if isinstance(outcome, Answered):
             return envelope, attempt, 0.0
         if isinstance(outcome, Done):
             await self._finish(delivery, envelope, "delivered")
@@ -481,9 +518,8 @@ class ConversationScheduler:
         try:
             await self._requeuer.checkpoint(replace(envelope, headers={}))
         except PublishError as exc:
-            # Still safe: the original stays unacked, and a crash redelivers it.
             log.warning("bridge.checkpoint_failed", error=str(exc))
-            return
+            raise _CheckpointFailed from exc
         self._checkpointed[envelope.message_id] = self._checkpointed.get(envelope.message_id, 0) + 1
         while len(self._checkpointed) > RECENTLY_COMPLETED:
             del self._checkpointed[next(iter(self._checkpointed))]
