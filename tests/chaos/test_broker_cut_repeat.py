@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.fakes.fake_gateway import RecordedRequest
+from tests.fakes.fake_x import EndpointKind
 from tests.support.process_env import BOT_ID, start_process_env
 from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT
 from tests.support.tcp_proxy import TcpProxy
@@ -63,3 +64,43 @@ async def test_a_message_in_flight_when_the_broker_link_drops_is_answered_once(
     first = [r for r in env.gateway.requests_for(BOT_ID) if r.body["text"] == "hello"]
     assert 1 <= len(first) <= 2
     assert {r.headers["Idempotency-Key"] for r in first} == {"4401"}
+
+
+async def test_a_link_that_drops_between_two_replies_stops_the_rest_of_the_answer(
+    aiohttp_server: Any, tmp_path: Path, rabbit_vhost: str
+) -> None:
+    # A sends the first reply of a two-reply answer; its broker link drops while X is
+    # still taking that DM. B resumes from the answer's checkpoint. A must not send the
+    # second reply too: only the first, in flight at the cut, may go out twice.
+    env = await start_process_env(aiohttp_server, tmp_path, rabbit_vhost)
+    asked = asyncio.Event()
+
+    def answer(request: RecordedRequest) -> list[dict[str, Any]]:
+        asked.set()
+        return [{"type": "text", "text": "part one"}, {"type": "text", "text": "part two"}]
+
+    env.gateway.on_message(BOT_ID, answer)
+    proxy = TcpProxy(RABBIT_HOST, RABBIT_PORT)
+    await proxy.start()
+    hosts = f'\nchatbots.messaging.rabbit.hosts: ["{RABBIT_HOST}:{proxy.port}"]\n'
+    config_a, port_a = env.variant("instance-a", extra=hosts)
+    daemons = []
+    try:
+        daemons.append(await env.start("all", config_a, port_a))
+        daemons.append(await env.start())
+        env.x.set_delay(1.5, EndpointKind.DM_V11)  # A's first DM is still at X at the cut
+        await env.send_dm(daemons[0].url, "4501", "two parts please")
+        await asyncio.wait_for(asked.wait(), 10)
+        await asyncio.sleep(0.5)
+        await proxy.cut()
+        env.x.set_delay(0.0, EndpointKind.DM_V11)
+        await env.x.wait_for_dms(3, timeout=15)
+        await asyncio.sleep(2.0)  # a second "part two" would show up by now
+    finally:
+        for daemon in daemons:
+            await daemon.kill()
+        await proxy.stop()
+    texts = [dm.text for dm in env.x.sent_dms()]
+    # A's first DM was already at X: it lands (late) beside B's copy. Nothing after it.
+    assert texts.count("part one") == 2, texts
+    assert texts.count("part two") == 1, texts
