@@ -11,14 +11,38 @@ before its next side effect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from tests.fakes.fake_gateway import RecordedRequest
 from tests.fakes.fake_x import EndpointKind
-from tests.support.process_env import BOT_ID, start_process_env
+from tests.support.process_env import BOT_ID, ProcessEnv, start_process_env
 from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT
 from tests.support.tcp_proxy import TcpProxy
+
+
+@contextlib.asynccontextmanager
+async def a_behind_a_proxy_and_b(env: ProcessEnv) -> AsyncIterator[tuple[str, TcpProxy]]:
+    """Instance A (its broker link through a proxy the test can cut) and standby B.
+
+    A subscribes first, so it is the active consumer of every shard. Yields A's URL
+    and the proxy; kills both instances at the end.
+    """
+    proxy = TcpProxy(RABBIT_HOST, RABBIT_PORT)
+    await proxy.start()
+    hosts = f'\nchatbots.messaging.rabbit.hosts: ["{RABBIT_HOST}:{proxy.port}"]\n'
+    config_a, port_a = env.variant("instance-a", extra=hosts)
+    daemons = []
+    try:
+        daemons.append(await env.start("all", config_a, port_a))
+        daemons.append(await env.start())
+        yield daemons[0].url, proxy
+    finally:
+        for daemon in daemons:
+            await daemon.kill()
+        await proxy.stop()
 
 
 async def test_a_message_in_flight_when_the_broker_link_drops_is_answered_once(
@@ -36,27 +60,15 @@ async def test_a_message_in_flight_when_the_broker_link_drops_is_answered_once(
         return [{"type": "text", "text": f"then {text}"}]
 
     env.gateway.on_message(BOT_ID, slow)
-    proxy = TcpProxy(RABBIT_HOST, RABBIT_PORT)
-    await proxy.start()
-    hosts = f'\nchatbots.messaging.rabbit.hosts: ["{RABBIT_HOST}:{proxy.port}"]\n'
-    config_a, port_a = env.variant("instance-a", extra=hosts)
-    daemons = []
-    try:
-        # A subscribes first, so it is the active consumer of every shard; B is the standby.
-        daemons.append(await env.start("all", config_a, port_a))
-        daemons.append(await env.start())
-        await env.send_dm(daemons[0].url, "4401", "hello")
+    async with a_behind_a_proxy_and_b(env) as (url_a, proxy):
+        await env.send_dm(url_a, "4401", "hello")
         await asyncio.wait_for(in_flight.wait(), 10)
         # Two more in the same conversation: A holds them queued behind the first.
-        await env.send_dm(daemons[0].url, "4402", "two")
-        await env.send_dm(daemons[0].url, "4403", "three")
+        await env.send_dm(url_a, "4402", "two")
+        await env.send_dm(url_a, "4403", "three")
         await proxy.cut()  # A's broker link drops while A waits for the gateway
         await env.x.wait_for_dms(3, timeout=15)
         await asyncio.sleep(4.0)  # A's gateway call ends too; any second copy shows up
-    finally:
-        for daemon in daemons:
-            await daemon.kill()
-        await proxy.stop()
     assert [dm.text for dm in env.x.sent_dms()] == ["only once", "then two", "then three"]
     # A's call had reached the gateway before its link dropped, so B asks again: with the
     # same Idempotency-Key, which lets the bot platform answer it as the same message
@@ -80,26 +92,15 @@ async def test_a_link_that_drops_between_two_replies_stops_the_rest_of_the_answe
         return [{"type": "text", "text": "part one"}, {"type": "text", "text": "part two"}]
 
     env.gateway.on_message(BOT_ID, answer)
-    proxy = TcpProxy(RABBIT_HOST, RABBIT_PORT)
-    await proxy.start()
-    hosts = f'\nchatbots.messaging.rabbit.hosts: ["{RABBIT_HOST}:{proxy.port}"]\n'
-    config_a, port_a = env.variant("instance-a", extra=hosts)
-    daemons = []
-    try:
-        daemons.append(await env.start("all", config_a, port_a))
-        daemons.append(await env.start())
+    async with a_behind_a_proxy_and_b(env) as (url_a, proxy):
         env.x.set_delay(1.5, EndpointKind.DM_V11)  # A's first DM is still at X at the cut
-        await env.send_dm(daemons[0].url, "4501", "two parts please")
+        await env.send_dm(url_a, "4501", "two parts please")
         await asyncio.wait_for(asked.wait(), 10)
         await asyncio.sleep(0.5)
         await proxy.cut()
         env.x.set_delay(0.0, EndpointKind.DM_V11)
         await env.x.wait_for_dms(3, timeout=15)
         await asyncio.sleep(2.0)  # a second "part two" would show up by now
-    finally:
-        for daemon in daemons:
-            await daemon.kill()
-        await proxy.stop()
     texts = [dm.text for dm in env.x.sent_dms()]
     # A's first DM was already at X: it lands (late) beside B's copy. Nothing after it.
     assert texts.count("part one") == 2, texts

@@ -215,7 +215,7 @@ class ConversationScheduler:
         """Process and settle the head delivery; False when closing interrupted it unsettled."""
         envelope = delivery.envelope
         if envelope.headers.get(HEADER_CHECKPOINT):
-            if await self._checkpoint_is_stale(delivery):
+            if await self._checkpoint_is_stale(delivery, queue):
                 await self._settle(delivery)
                 return True
         elif envelope.message_id in self._completed and not envelope.headers.get(HEADER_REDRIVEN):
@@ -251,14 +251,7 @@ class ConversationScheduler:
         has to wait), so they must not run on their own later.
         """
         envelope = delivery.envelope
-        await asyncio.sleep(CHECKPOINT_SIBLING_WAIT)  # let the crash's other copies arrive
-        absorbed = [
-            other
-            for other in list(queue)
-            if other is not delivery
-            and other.envelope.message_id == envelope.message_id
-            and other.envelope.headers.get(HEADER_CHECKPOINT)
-        ]
+        absorbed = await self._checkpoint_siblings(delivery, queue)
         for other in absorbed:
             if _rank(other.envelope) > _rank(envelope):
                 envelope = replace(envelope, progress=other.envelope.progress)
@@ -267,7 +260,7 @@ class ConversationScheduler:
         self._remove(queue, absorbed)
         return envelope
 
-    async def _checkpoint_is_stale(self, delivery: Delivery) -> bool:
+    async def _checkpoint_is_stale(self, delivery: Delivery, queue: deque[Delivery]) -> bool:
         """Whether a checkpoint copy carries nothing to do.
 
         Our own copies are stale: the live message is done, in progress or parked
@@ -278,16 +271,25 @@ class ConversationScheduler:
         message_id = delivery.envelope.message_id
         if self._seen_own_checkpoint(message_id) or message_id in self._completed:
             return True
-        await asyncio.sleep(CHECKPOINT_SIBLING_WAIT)  # let the crash's other copies arrive
         sent = _sent(delivery.envelope)
-        queue = self._queues.get(delivery.envelope.conversation_id, deque())
-        return any(
-            other is not delivery
+        siblings = await self._checkpoint_siblings(delivery, queue)
+        return any(_sent(other.envelope) >= sent for other in siblings)
+
+    @staticmethod
+    async def _checkpoint_siblings(delivery: Delivery, queue: deque[Delivery]) -> list[Delivery]:
+        """The other checkpoint copies of this delivery's message queued with it.
+
+        Waits a moment first: after a crash, a message's copies arrive together.
+        """
+        await asyncio.sleep(CHECKPOINT_SIBLING_WAIT)
+        message_id = delivery.envelope.message_id
+        return [
+            other
+            for other in queue
+            if other is not delivery
             and other.envelope.message_id == message_id
             and other.envelope.headers.get(HEADER_CHECKPOINT)
-            and _sent(other.envelope) >= sent
-            for other in queue
-        )
+        ]
 
     def _seen_own_checkpoint(self, message_id: str) -> bool:
         count = self._checkpointed.get(message_id, 0)
@@ -468,8 +470,7 @@ class ConversationScheduler:
             await asyncio.sleep(0.01)
             waited += 0.01
         behind = [d for d in list(queue)[1:] if d.valid] if followers else []
-        parked = [replace(envelope, headers={**envelope.headers, HEADER_PARKED: 1})]
-        parked += [d.envelope for d in behind]
+        parked = [envelope] + [d.envelope for d in behind]  # park() marks them x-parked
         # Expected back before they are published: a copy can arrive before the confirm.
         in_transit = self._in_transit.setdefault(conversation, [])
         in_transit.extend(e.message_id for e in parked)
