@@ -6,6 +6,7 @@ virtual host of its own, and writes its section of docs/performance.md between m
 
 from __future__ import annotations
 
+import argparse
 import base64
 import contextlib
 import datetime as dt
@@ -483,6 +484,50 @@ def start_deployment(
     proc = spawn(f"daemon-worker-{port}", argv, where)
     wait_http(f"http://127.0.0.1:{port}/health/ready", proc)
     return Deployment(layout, [webhook, Daemon(proc, port, config, "worker")])
+
+
+def load_deployment(
+    where: Path,
+    layout: str,
+    stubs: Stubs,
+    *,
+    rate: float,
+    duration: float,
+    first_id: int,
+    concurrency: int = 256,
+) -> dict[str, Any]:
+    """Start ``layout`` on a fresh vhost, run the load generator against it, stop it."""
+    with vhost() as vhost_name:
+        deployment = start_deployment(where, vhost_name, layout, stubs)
+        try:
+            return run_loadgen(
+                where,
+                deployment.webhook_url,
+                rate=rate,
+                duration=duration,
+                first_id=first_id,
+                concurrency=concurrency,
+            )
+        finally:
+            deployment.stop()
+
+
+def fixed_rate_arguments(
+    duration: float, rate: float, parser: argparse.ArgumentParser | None = None
+) -> argparse.Namespace:
+    """``--runs``, ``--duration``, ``--rate`` and ``--quick`` (1 run of 5 s), parsed.
+
+    Pass a ``parser`` to add a benchmark's own options first.
+    """
+    parser = parser or argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=duration)
+    parser.add_argument("--rate", type=float, default=rate)
+    parser.add_argument("--quick", action="store_true", help="1 run of 5 s")
+    args = parser.parse_args()
+    if args.quick:
+        args.runs, args.duration = 1, 5.0
+    return args
 
 
 def load_average() -> str:

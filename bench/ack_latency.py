@@ -10,18 +10,16 @@ own process, open loop (latency counted from each request's scheduled start).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 
 from _common import (
+    fixed_rate_arguments,
     fmt_runs,
     latency_row,
     load_average,
+    load_deployment,
     percentile,
-    run_loadgen,
-    start_deployment,
     start_stubs,
-    vhost,
     workdir,
     write_section,
 )
@@ -30,14 +28,7 @@ LAYOUTS = ("webhook", "split", "all")
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=60.0)
-    parser.add_argument("--rate", type=float, default=200.0)
-    parser.add_argument("--quick", action="store_true", help="1 run of 5 s")
-    args = parser.parse_args()
-    if args.quick:
-        args.runs, args.duration = 1, 5.0
+    args = fixed_rate_arguments(duration=60.0, rate=200.0)
     loads = load_average()
     results: dict[str, list[dict[str, object]]] = {layout: [] for layout in LAYOUTS}
     with workdir() as where:
@@ -45,18 +36,14 @@ def main() -> None:
         try:
             for run in range(args.runs):
                 for layout in LAYOUTS:
-                    with vhost() as vhost_name:
-                        deployment = start_deployment(where, vhost_name, layout, stubs)
-                        try:
-                            summary = run_loadgen(
-                                where,
-                                deployment.webhook_url,
-                                rate=args.rate,
-                                duration=args.duration,
-                                first_id=100_000_000 * (run + 1),
-                            )
-                        finally:
-                            deployment.stop()
+                    summary = load_deployment(
+                        where,
+                        layout,
+                        stubs,
+                        rate=args.rate,
+                        duration=args.duration,
+                        first_id=100_000_000 * (run + 1),
+                    )
                     results[layout].append(summary)
                     lat = summary["ok_latencies_ms"]
                     print(

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 from _common import (
+    fixed_rate_arguments,
     fmt_runs,
     histogram_quantile,
     load_average,
@@ -78,14 +79,8 @@ def one_run(
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=30.0)
-    parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--drain-timeout", type=float, default=60.0)
-    parser.add_argument("--quick", action="store_true", help="1 run of 5 s")
-    args = parser.parse_args()
-    if args.quick:
-        args.runs, args.duration = 1, 5.0
+    args = fixed_rate_arguments(duration=30.0, rate=100.0, parser=parser)
     loads = load_average()
     results: dict[str, list[dict[str, Any]]] = {layout: [] for layout in LAYOUTS}
     with workdir() as where:

@@ -18,16 +18,16 @@ from _common import (
     BENCH,
     PY,
     SECRET,
+    fixed_rate_arguments,
     fmt_runs,
     free_port,
     latency_row,
     load_average,
+    load_deployment,
     percentile,
     run_loadgen,
     spawn,
-    start_deployment,
     start_stubs,
-    vhost,
     wait_http,
     workdir,
     write_section,
@@ -55,30 +55,19 @@ def one_run(where: Any, stubs: Any, target: str, args: argparse.Namespace, run: 
             )
         finally:
             proc.stop()
-    with vhost() as vhost_name:
-        deployment = start_deployment(where, vhost_name, "all", stubs)
-        try:
-            return run_loadgen(
-                where,
-                deployment.webhook_url,
-                rate=args.rate,
-                duration=args.duration,
-                first_id=first_id,
-                concurrency=4096,
-            )
-        finally:
-            deployment.stop()
+    return load_deployment(
+        where,
+        "all",
+        stubs,
+        rate=args.rate,
+        duration=args.duration,
+        first_id=first_id,
+        concurrency=4096,
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--duration", type=float, default=60.0)
-    parser.add_argument("--rate", type=float, default=200.0)
-    parser.add_argument("--quick", action="store_true", help="1 run of 5 s")
-    args = parser.parse_args()
-    if args.quick:
-        args.runs, args.duration = 1, 5.0
+    args = fixed_rate_arguments(duration=60.0, rate=200.0)
     loads = load_average()
     results: dict[str, list[dict[str, Any]]] = {t: [] for t in TARGETS}
     with workdir() as where:
