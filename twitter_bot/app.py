@@ -8,8 +8,10 @@ from typing import Literal
 import structlog
 from aiohttp import web
 
+from twitter_bot.bridge.admission import LagAdaptiveLimit
 from twitter_bot.bridge.service import BridgeService
 from twitter_bot.health import HealthHandler, Lifecycle
+from twitter_bot.loop_lag import LoopLagMonitor
 from twitter_bot.management.daemon import WebhookUpkeep
 from twitter_bot.metrics import Metrics
 from twitter_bot.push_api import PushHandler
@@ -93,10 +95,19 @@ def create_app(
     app[LIFECYCLE] = lifecycle
     app[QUEUE] = queue
     queue_ctx = _queue_ctx(queue, settings.rabbit.connect_timeout)
+    lag_monitor = LoopLagMonitor(metrics.loop_lag.observe)
+    app.cleanup_ctx.append(lag_monitor.resource)
     if role == "webhook":
         app.cleanup_ctx.append(queue_ctx)
     else:
-        bridge = BridgeService(settings, queue, metrics)
+        admission = None
+        lag_target = settings.messaging.loop_lag_target
+        if role == "all" and lag_target > 0:
+            # The webhook shares this loop: the bridge yields to it (bridge/admission.py).
+            limit = LagAdaptiveLimit(lag_target, on_change=metrics.bridge_concurrency_limit.set)
+            lag_monitor.subscribe(limit.observe)
+            admission = limit
+        bridge = BridgeService(settings, queue, metrics, admission)
         app[BRIDGE] = bridge
         # Order matters: teardown runs in reverse, so the bridge drains before the
         # queue closes, and the HTTP sessions close last.

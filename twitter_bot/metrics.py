@@ -122,6 +122,19 @@ class Metrics:
             " (the broker delivers them again).",
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "twitter_bot_event_loop_lag_seconds",
+            "How late the event loop ran a due timer, sampled every 5 ms: the wait a new"
+            " request sees before it is read.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.bridge_concurrency_limit = Gauge(
+            "twitter_bot_bridge_concurrency_limit",
+            "In --role all: how many messages the bridge may work on at once, adapted to"
+            " the event-loop lag so the webhook stays prompt.",
+            registry=r,
+        )
         self.rate_limit_pauses = Counter(
             "twitter_bot_bridge_rate_limit_pauses",
             "Times a bot's sending was paused by an X rate limit, by bot id.",

@@ -148,6 +148,9 @@ class MessagingSettings:
     mark_read: bool = True
     typing_indicator: bool = True
     prefetch: int = 32
+    # In `--role all`: the event-loop lag above which the bridge takes on fewer
+    # messages at once, so the webhook sharing the loop answers X promptly (0: off).
+    loop_lag_target: float = 0.002
     media_max_image_bytes: int = 5 * 1024 * 1024
     media_max_gif_bytes: int = 15 * 1024 * 1024
     media_max_video_bytes: int = 25 * 1024 * 1024
@@ -301,6 +304,7 @@ KNOWN_KEYS: Mapping[str, tuple[str, ...]] = {
         "mark-read",
         "typing-indicator",
         "prefetch",
+        "loop-lag-target",
         "media-max-image-bytes",
         "media-max-gif-bytes",
         "media-max-video-bytes",
@@ -840,6 +844,9 @@ def _read_messaging(twitter: _Node) -> MessagingSettings:
         mark_read=node.get("mark-read", _boolean, default.mark_read),
         typing_indicator=node.get("typing-indicator", _boolean, default.typing_indicator),
         prefetch=node.get("prefetch", _integer(1, 65535), default.prefetch),
+        loop_lag_target=node.get(
+            "loop-lag-target", _duration(allow_zero=True), default.loop_lag_target
+        ),
         media_max_image_bytes=node.get(
             "media-max-image-bytes", _byte_count, default.media_max_image_bytes
         ),

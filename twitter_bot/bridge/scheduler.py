@@ -25,6 +25,7 @@ from typing import Any
 
 import structlog
 
+from twitter_bot.bridge.admission import Admission, Unlimited
 from twitter_bot.bridge.ports import Delivery, Requeuer
 from twitter_bot.bridge.processor import (
     Answered,
@@ -91,9 +92,11 @@ class ConversationScheduler:
         metrics: Metrics,
         checkpoints: bool = True,
         park_refresh: float = PARK_REFRESH,
+        admission: Admission | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._processor = processor
+        self._admission = admission or Unlimited()
         self._requeuer = requeuer
         self._policy = policy
         self._max_hold = max_hold
@@ -340,7 +343,11 @@ class ConversationScheduler:
                 if self._closing.is_set():
                     return False
                 continue
-            step = await self._step(delivery, envelope, attempt)
+            async with self._admission.slot():
+                if not delivery.valid:  # the link dropped while it waited for the slot
+                    self._abandon()
+                    return True
+                step = await self._step(delivery, envelope, attempt)
             if step is None:
                 return True
             envelope, attempt, not_before = step

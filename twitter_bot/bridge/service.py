@@ -14,6 +14,7 @@ import aiohttp
 import structlog
 from aiohttp import web
 
+from twitter_bot.bridge.admission import Admission
 from twitter_bot.bridge.options import OfferedOptions
 from twitter_bot.bridge.outbound import MediaLimits, XReplySender
 from twitter_bot.bridge.processor import Processor, ProcessorOptions
@@ -31,10 +32,18 @@ log = structlog.get_logger(__name__)
 class BridgeService:
     """Consumes the queue and bridges every message to its bot and back."""
 
-    def __init__(self, settings: Settings, queue: MessageQueue, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        queue: MessageQueue,
+        metrics: Metrics,
+        admission: Admission | None = None,
+    ) -> None:
+        """``admission`` bounds the messages worked on at once (default: no bound)."""
         self._settings = settings
         self._queue = queue
         self._metrics = metrics
+        self._admission = admission
         self._scheduler: ConversationScheduler | None = None
         queue.consume(settings.messaging.prefetch, self._submit, self._link_lost)
 
@@ -100,6 +109,7 @@ class BridgeService:
                 max_hold=m.max_rate_limit_hold,
                 metrics=self._metrics,
                 checkpoints=self._queue.checkpoints_enabled,
+                admission=self._admission,
             )
             yield
 

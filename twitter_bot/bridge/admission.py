@@ -1,0 +1,133 @@
+"""How many messages the bridge works on at once, when it shares its process with the webhook.
+
+In ``--role all`` one event loop serves X's webhook calls and runs the bridge.
+Unchecked, a backlog makes the bridge fill every loop pass with its own work
+and each webhook answer waits behind it: at 200 deliveries/s on two cores the
+answers took seconds. X must never wait for the bridge (that is what the
+queue is for), so the bridge's concurrency follows the loop's lag, additive
+increase and multiplicative decrease as in TCP congestion control: it grows
+by one while the loop is prompt and every slot is busy, and shrinks by a
+third whenever the loop lags more than the target. A backlog then waits in the
+broker, where it is safe, rather than in the loop, and drains at whatever pace
+leaves the webhook prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from typing import Protocol
+
+
+class Admission(Protocol):
+    """Bounds how many bridge steps (a processor call and its settling) run at once."""
+
+    def slot(self) -> contextlib.AbstractAsyncContextManager[None]: ...
+
+
+class Unlimited:
+    """No bound: a worker process has no webhook to keep prompt."""
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        yield
+
+
+class LagAdaptiveLimit:
+    """A concurrency limit that shrinks when the event loop lags and grows when it does not.
+
+    Feed it lag samples with ``observe`` (``LoopLagMonitor`` does). The limit
+    may fall to zero: on a saturated loop even one message at a time keeps every
+    pass busy, and only a pause gives the webhook an idle loop. So that the
+    bridge never starves, a sample that finds nothing granted for
+    ``starvation_guard`` seconds lets one waiting message through regardless.
+    """
+
+    DECREASE = 2 / 3
+
+    def __init__(
+        self,
+        target_lag: float,
+        *,
+        maximum: int = 4096,
+        initial: int = 16,
+        starvation_guard: float = 0.1,
+        on_change: Callable[[int], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if not 0 <= initial <= maximum:
+            raise ValueError("need 0 <= initial <= maximum")
+        self._target = target_lag
+        self._maximum = maximum
+        self._limit = initial
+        self._in_use = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._starvation_guard = starvation_guard
+        self._clock = clock
+        self._last_grant = clock()
+        self._on_change = on_change
+        if on_change is not None:
+            on_change(initial)
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    @property
+    def in_use(self) -> int:
+        return self._in_use
+
+    def observe(self, lag: float) -> None:
+        """Adjust the limit to one lag sample."""
+        limit = self._limit
+        if lag > self._target:
+            limit = int(limit * self.DECREASE)
+        elif lag < self._target / 2 and self._in_use >= limit:
+            # Grow only under demand, or an idle spell would leave a limit so high
+            # that the next burst is admitted all at once.
+            limit = min(self._maximum, limit + 1)
+        if limit != self._limit:
+            self._limit = limit
+            if self._on_change is not None:
+                self._on_change(limit)
+            self._wake()
+        if self._waiters and self._clock() - self._last_grant >= self._starvation_guard:
+            self._grant(self._waiters.popleft())
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        await self._acquire()
+        try:
+            yield
+        finally:
+            self._in_use -= 1
+            self._wake()
+
+    async def _acquire(self) -> None:
+        if self._in_use < self._limit and not self._waiters:
+            self._in_use += 1
+            self._last_grant = self._clock()
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.cancelled():
+                self._waiters.remove(waiter)
+            else:  # granted just as we were cancelled: hand the slot on
+                self._in_use -= 1
+                self._wake()
+            raise
+
+    def _wake(self) -> None:
+        while self._waiters and self._in_use < self._limit:
+            self._grant(self._waiters.popleft())
+
+    def _grant(self, waiter: asyncio.Future[None]) -> None:
+        self._in_use += 1
+        self._last_grant = self._clock()
+        waiter.set_result(None)
