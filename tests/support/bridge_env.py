@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -94,7 +94,10 @@ async def start_bridge_env(
     dm_api: str = "v1.1",
     messaging: MessagingSettings | None = None,
     push_token: str | None = None,
+    before_start: Callable[[Settings], Awaitable[None]] | None = None,
 ) -> BridgeEnv:
+    """The daemon in-process (role all) against fakes; ``before_start(settings)`` runs
+    before it connects, e.g. to leave messages in its queues."""
     base = make_settings(vhost)
     x = FakeX(consumer_key=base.auth.consumer_key, consumer_secret=CONSUMER_SECRET)
     for bot in base.bots:
@@ -114,6 +117,8 @@ async def start_bridge_env(
         messaging=messaging or fast_messaging(),
         push_api=replace(base.push_api, token=Secret(push_token) if push_token else None),
     )
+    if before_start is not None:
+        await before_start(settings)
     client: TestClient = await aiohttp_client(create_app(settings))
     return BridgeEnv(
         settings, x, gateway, client, lambda path: str(media_server.make_url(f"/{path}"))

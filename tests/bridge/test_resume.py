@@ -1,0 +1,79 @@
+"""A message redelivered after a crash resumes from the newest progress the broker holds."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import replace
+from typing import Any
+
+import aio_pika
+
+from tests.conftest import BOT_A_USER_ID
+from tests.support.bridge_env import start_bridge_env
+from tests.support.deliveries import aaa_delivery, dm_event
+from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT
+from twitter_bot.app import build_queue, topology_for
+from twitter_bot.metrics import Metrics
+from twitter_bot.queue.base import HEADER_ATTEMPT, HEADER_NOT_BEFORE, Envelope, shard_of
+from twitter_bot.settings import Settings
+from twitter_bot.webhook.handler import envelope_for
+from twitter_bot.webhook.payloads import parse_delivery
+
+ALICE = "732739706"
+ANSWER = [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}]
+
+
+def queued_dm(settings: Settings, event_id: str, text: str) -> Envelope:
+    bots = {bot.user_id: bot.bot_id for bot in settings.bots}
+    delivery = aaa_delivery(BOT_A_USER_ID, dm_event(event_id, ALICE, BOT_A_USER_ID, text))
+    [message] = parse_delivery(delivery, bots).messages
+    return envelope_for(message, time.time())
+
+
+async def deliver_and_drop(settings: Settings, shard: int, count: int) -> None:
+    """What a worker SIGKILLed mid-message leaves: ``count`` deliveries taken, none acked.
+
+    The broker puts them back in place, flagged redelivered.
+    """
+    connection = await aio_pika.connect(
+        host=RABBIT_HOST, port=RABBIT_PORT, virtualhost=settings.rabbit.virtual_host
+    )
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(topology_for(settings).shard_queue(shard))
+        for _ in range(count):
+            assert await queue.get(no_ack=False, timeout=5) is not None
+
+
+async def test_a_redelivered_parked_copy_resumes_from_the_checkpoint_queued_behind_it(
+    aiohttp_server: Any, aiohttp_client: Any, rabbit_vhost: str
+) -> None:
+    """The crashed worker had parked the message, then got its answer and sent the
+    first of two replies, checkpointing each step; the restart sends the second only."""
+
+    async def crashed_worker(settings: Settings) -> None:
+        queue = build_queue(settings, Metrics())
+        await queue.start()
+        try:
+            assert await queue.wait_ready(5)
+            envelope = queued_dm(settings, "8101", "hello")
+            parked = replace(envelope, headers={HEADER_ATTEMPT: 1, HEADER_NOT_BEFORE: 0})
+            await queue.park([parked])
+            await queue.checkpoint(replace(parked, progress={"answer": ANSWER, "sent": 1}))
+        finally:
+            await queue.stop()
+        shard = shard_of(envelope.conversation_id, settings.rabbit.shards)
+        await deliver_and_drop(settings, shard, 2)
+
+    env = await start_bridge_env(
+        aiohttp_server, aiohttp_client, rabbit_vhost, before_start=crashed_worker
+    )
+    [dm] = await env.x.wait_for_dms(1, timeout=10)
+    await asyncio.sleep(1.0)  # the checkpoint copy, run on its own, would send "two" again
+
+    assert [d.text for d in env.x.sent_dms()] == ["two"]
+    assert dm.recipient_id == ALICE
+    assert env.gateway.requests == []  # the answer came from the checkpoint
+    metrics = await env.metrics()
+    assert 'twitter_bot_bridge_messages_total{outcome="delivered"} 1.0' in metrics
