@@ -74,6 +74,21 @@ def _queue_ctx(
     return open_queue
 
 
+def _both(
+    on_accepted: Callable[[str, float], None] | None, yielding: LagAdaptiveLimit | None
+) -> Callable[[str, float], None] | None:
+    """The webhook's on_accepted hook, also telling the bridge's limit of the traffic."""
+    if yielding is None:
+        return on_accepted
+
+    def accepted(bot_user_id: str, accepted_at: float) -> None:
+        if on_accepted is not None:
+            on_accepted(bot_user_id, accepted_at)
+        yielding.ingested()
+
+    return accepted
+
+
 Role = Literal["webhook", "worker", "all"]
 ROLES: tuple[Role, ...] = ("all", "webhook", "worker")
 
@@ -95,19 +110,18 @@ def create_app(
     app[LIFECYCLE] = lifecycle
     app[QUEUE] = queue
     queue_ctx = _queue_ctx(queue, settings.rabbit.connect_timeout)
+    yielding: LagAdaptiveLimit | None = None
     lag_monitor = LoopLagMonitor(metrics.loop_lag.observe)
     app.cleanup_ctx.append(lag_monitor.resource)
     if role == "webhook":
         app.cleanup_ctx.append(queue_ctx)
     else:
-        admission = None
         lag_target = settings.messaging.loop_lag_target
         if role == "all" and lag_target > 0:
             # The webhook shares this loop: the bridge yields to it (bridge/admission.py).
-            limit = LagAdaptiveLimit(lag_target, on_change=metrics.bridge_concurrency_limit.set)
-            lag_monitor.subscribe(limit.observe)
-            admission = limit
-        bridge = BridgeService(settings, queue, metrics, admission)
+            yielding = LagAdaptiveLimit(lag_target, on_change=metrics.bridge_concurrency_limit.set)
+            lag_monitor.subscribe(yielding.observe)
+        bridge = BridgeService(settings, queue, metrics, yielding)
         app[BRIDGE] = bridge
         # Order matters: teardown runs in reverse, so the bridge drains before the
         # queue closes, and the HTTP sessions close last.
@@ -127,7 +141,7 @@ def create_app(
                 settings.webhook.dedupe_ttl, settings.webhook.dedupe_max_entries
             ),
             metrics=metrics,
-            on_accepted=upkeep.on_accepted,
+            on_accepted=_both(upkeep.on_accepted, yielding),
         ).add_routes(app, settings.webhook.path)
         if settings.push_api.token:  # off without a token: the route does not exist
             PushHandler(

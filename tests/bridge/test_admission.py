@@ -40,6 +40,7 @@ async def settle() -> None:
 
 async def test_the_limit_shrinks_while_the_loop_lags() -> None:
     limit = LagAdaptiveLimit(TARGET, initial=16)
+    limit.ingested()
 
     seen = []
     for _ in range(3):
@@ -49,6 +50,21 @@ async def test_the_limit_shrinks_while_the_loop_lags() -> None:
 
     assert seen == [10, 6, 4]
     assert limit.limit == 4
+
+
+async def test_without_webhook_traffic_a_lagging_loop_does_not_narrow_it() -> None:
+    clock = FakeClock()
+    limit = LagAdaptiveLimit(TARGET, initial=16, quiet_after=1.0, clock=clock)
+    limit.observe(LAGGING)  # nothing ingested yet: the bridge has the loop to itself
+    assert limit.limit == 16
+
+    limit.ingested()
+    clock.now = 1.0
+    limit.observe(LAGGING)
+    assert limit.limit == 10
+    clock.now = 2.5  # X has gone quiet: catch up at full speed
+    limit.observe(LAGGING)
+    assert limit.limit == 10
 
 
 async def test_it_grows_back_only_while_every_slot_is_busy() -> None:
@@ -87,6 +103,7 @@ async def test_waiters_are_admitted_in_arrival_order_as_slots_free() -> None:
 async def test_at_zero_one_waiter_still_goes_through_per_starvation_guard() -> None:
     clock = FakeClock()
     limit = LagAdaptiveLimit(TARGET, initial=1, starvation_guard=0.1, clock=clock)
+    limit.ingested()
     limit.observe(LAGGING)
     assert limit.limit == 0
     release = asyncio.Event()

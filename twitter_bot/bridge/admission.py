@@ -39,7 +39,10 @@ class Unlimited:
 class LagAdaptiveLimit:
     """A concurrency limit that shrinks when the event loop lags and grows when it does not.
 
-    Feed it lag samples with ``observe`` (``LoopLagMonitor`` does). The limit
+    Feed it lag samples with ``observe`` (``LoopLagMonitor`` does), and tell it
+    of webhook traffic with ``ingested``: the limit narrows only while deliveries
+    came in within ``quiet_after`` seconds, so with X quiet (after a burst, or
+    catching up after an outage) the bridge drains at full speed. The limit
     may fall to zero: on a saturated loop even one message at a time keeps every
     pass busy, and only a pause gives the webhook an idle loop. So that the
     bridge never starves, a sample that finds nothing granted for
@@ -55,6 +58,7 @@ class LagAdaptiveLimit:
         maximum: int = 4096,
         initial: int = 16,
         starvation_guard: float = 0.1,
+        quiet_after: float = 1.0,
         on_change: Callable[[int], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -68,6 +72,8 @@ class LagAdaptiveLimit:
         self._starvation_guard = starvation_guard
         self._clock = clock
         self._last_grant = clock()
+        self._quiet_after = quiet_after
+        self._last_ingest = -float("inf")
         self._on_change = on_change
         if on_change is not None:
             on_change(initial)
@@ -80,9 +86,15 @@ class LagAdaptiveLimit:
     def in_use(self) -> int:
         return self._in_use
 
+    def ingested(self) -> None:
+        """The webhook just accepted a delivery: there is someone to yield to."""
+        self._last_ingest = self._clock()
+
     def observe(self, lag: float) -> None:
         """Adjust the limit to one lag sample."""
         limit = self._limit
+        if self._clock() - self._last_ingest > self._quiet_after:
+            lag = 0.0  # nobody waits on this loop but the bridge itself
         if lag > self._target:
             limit = int(limit * self.DECREASE)
         elif lag < self._target / 2 and self._in_use >= limit:
