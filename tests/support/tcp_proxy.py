@@ -17,6 +17,7 @@ class TcpProxy:
         self._port = 0
         self._flowing = asyncio.Event()
         self._flowing.set()
+        self.accepted = 0  # client connections accepted so far
 
     @property
     def port(self) -> int:
@@ -57,6 +58,7 @@ class TcpProxy:
                 await task
 
     async def _on_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.accepted += 1
         try:
             up_reader, up_writer = await asyncio.open_connection(*self._upstream)
         except OSError:
