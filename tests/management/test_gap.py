@@ -17,8 +17,8 @@ from structlog.testing import capture_logs
 
 from tests.conftest import BOT_A_USER_ID, BOT_B_USER_ID, CONSUMER_SECRET, USER_ID
 from tests.management.conftest import ManagementEnv
-from tests.management.test_watchdog import eventually
 from tests.support.deliveries import aaa_delivery, dm_event, signed
+from tests.support.waiting import eventually
 from twitter_bot.app import create_app
 from twitter_bot.management.clients import api_for
 from twitter_bot.management.daemon import GAP_RECOVERY

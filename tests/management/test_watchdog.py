@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -13,16 +12,9 @@ from structlog.testing import capture_logs
 
 from tests.management.conftest import OWNER_USER_ID, ManagementEnv
 from tests.support.daemon import free_port
+from tests.support.waiting import eventually
 from twitter_bot.app import create_app
 from twitter_bot.management.daemon import CRC_WATCHDOG
-
-
-async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.02)
 
 
 def metric(text: str, name: str) -> float:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -56,11 +54,3 @@ async def running(
     tmp_path: Path, aiohttp_server: Callable[..., Awaitable[TestServer]]
 ) -> RunningSandbox:
     return await start_sandbox(aiohttp_server, sandbox_settings(tmp_path))
-
-
-async def wait_until(condition: Callable[[], object], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met in time")
-        await asyncio.sleep(0.02)

@@ -24,10 +24,10 @@ from tests.sandbox.conftest import (
     SANDBOX_CONF,
     sandbox_settings,
     start_sandbox,
-    wait_until,
 )
 from tests.support.daemon import cli_env, free_port
 from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT
+from tests.support.waiting import eventually
 from twitter_bot.settings import BrokerHost, load_settings
 
 SECRETS = (
@@ -171,4 +171,4 @@ async def test_sandbox_uses_rabbitmq_when_hosts_are_configured(
     assert dm.text == "echo: over rabbit"
     assert sandbox.hub.info["queue"] == f"RabbitMQ ({RABBIT_HOST}:{RABBIT_PORT})"
     assert not (tmp_path / "queue.sqlite3").exists()
-    await wait_until(lambda: sandbox.hub.active_event(ECHO_BOT) == event_id)
+    await eventually(lambda: sandbox.hub.active_event(ECHO_BOT) == event_id)

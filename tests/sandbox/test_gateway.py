@@ -11,8 +11,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from tests.fakes.fake_gateway import FakeGateway
-from tests.sandbox.conftest import ECHO_BOT, sandbox_settings, start_sandbox, wait_until
+from tests.sandbox.conftest import ECHO_BOT, sandbox_settings, start_sandbox
 from tests.support.daemon import free_port
+from tests.support.waiting import eventually
 from twitter_bot.gateway.replies import MediaReply, TextReply, parse_replies_strict
 from twitter_bot.sandbox.gateway import GatewayCall, GatewayProxy, echo_answer
 from twitter_bot.settings import Secret
@@ -123,7 +124,7 @@ async def test_an_unreachable_or_failing_gateway_shows_in_the_trip(
         [trip] = [t for t in sandbox.hub.snapshot()["trips"] if t["event_id"] == event_id]
         return [s for s in trip["steps"] if s["name"] == "gateway"]
 
-    await wait_until(gateway_steps)
+    await eventually(gateway_steps)
     [step, *_] = gateway_steps()
     assert step["ok"] is False
     assert str(step["detail"]).startswith("502 in ")

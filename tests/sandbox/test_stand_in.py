@@ -19,8 +19,8 @@ from tests.sandbox.conftest import (
     RunningSandbox,
     sandbox_settings,
     start_sandbox,
-    wait_until,
 )
+from tests.support.waiting import eventually
 from twitter_bot.sandbox.fake_x import FakeX
 from twitter_bot.sandbox.webhook_caller import WebhookCaller, XAccount, dm_delivery
 from twitter_bot.webhook.payloads import parse_delivery
@@ -78,7 +78,7 @@ async def test_a_wrongly_signed_call_shows_in_the_trip_of_the_message_being_brid
     sandbox = running.sandbox
     event_id, answer = await sandbox.send(ECHO_BOT, "hi")
     assert answer.status == 200
-    await wait_until(lambda: len(sandbox.x.sent_dms()) == 1)
+    await eventually(lambda: len(sandbox.x.sent_dms()) == 1)
     bot = next(b for b in sandbox.settings.bots if b.user_id == ECHO_BOT)
     async with aiohttp.ClientSession() as session:
         with pytest.raises(XAuthError):
@@ -101,7 +101,7 @@ async def test_crc_runs_at_start_and_periodically(
     first = hub.snapshot()["crc"]
     assert first["ok"] and first["detail"] == "response_token matches"
 
-    await wait_until(lambda: hub.snapshot()["crc"]["at"] > first["at"], timeout=5)
+    await eventually(lambda: hub.snapshot()["crc"]["at"] > first["at"], timeout=5)
     assert hub.snapshot()["crc"]["ok"]
 
     async with (
