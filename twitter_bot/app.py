@@ -74,7 +74,7 @@ def _queue_ctx(
     return open_queue
 
 
-def _both(
+def _also_signal_ingest(
     on_accepted: Callable[[str, float], None] | None, yielding: LagAdaptiveLimit | None
 ) -> Callable[[str, float], None] | None:
     """The webhook's on_accepted hook, also telling the bridge's limit of the traffic."""
@@ -141,7 +141,7 @@ def create_app(
                 settings.webhook.dedupe_ttl, settings.webhook.dedupe_max_entries
             ),
             metrics=metrics,
-            on_accepted=_both(upkeep.on_accepted, yielding),
+            on_accepted=_also_signal_ingest(upkeep.on_accepted, yielding),
         ).add_routes(app, settings.webhook.path)
         if settings.push_api.token:  # off without a token: the route does not exist
             PushHandler(

@@ -120,8 +120,7 @@ class LagAdaptiveLimit:
 
     async def _acquire(self) -> None:
         if self._in_use < self._limit and not self._waiters:
-            self._in_use += 1
-            self._last_grant = self._clock()
+            self._take()
             return
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
@@ -140,6 +139,9 @@ class LagAdaptiveLimit:
             self._grant(self._waiters.popleft())
 
     def _grant(self, waiter: asyncio.Future[None]) -> None:
+        self._take()
+        waiter.set_result(None)
+
+    def _take(self) -> None:
         self._in_use += 1
         self._last_grant = self._clock()
-        waiter.set_result(None)
