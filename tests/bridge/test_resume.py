@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
+import uuid
 from dataclasses import replace
 from typing import Any
 
 import aio_pika
+from structlog.testing import capture_logs
 
 from tests.conftest import BOT_A_USER_ID
-from tests.support.bridge_env import start_bridge_env
+from tests.fakes.fake_gateway import FakeGateway, RecordedRequest
+from tests.support.bridge_env import GATEWAY_TOKEN, start_bridge_env
 from tests.support.deliveries import aaa_delivery, dm_event
-from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT
+from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT, clear_policy, set_policy
+from tests.support.waiting import eventually
 from twitter_bot.app import build_queue, topology_for
 from twitter_bot.metrics import Metrics
 from twitter_bot.queue.base import HEADER_ATTEMPT, HEADER_NOT_BEFORE, Envelope, shard_of
@@ -75,5 +80,55 @@ async def test_a_redelivered_parked_copy_resumes_from_the_checkpoint_queued_behi
     assert [d.text for d in env.x.sent_dms()] == ["two"]
     assert dm.recipient_id == ALICE
     assert env.gateway.requests == []  # the answer came from the checkpoint
+    metrics = await env.metrics()
+    assert 'twitter_bot_bridge_messages_total{outcome="delivered"} 1.0' in metrics
+
+
+async def test_checkpoints_the_broker_refuses_while_the_link_is_fine_do_not_stop_the_answer(
+    aiohttp_server: Any, aiohttp_client: Any, rabbit_vhost: str
+) -> None:
+    """While the bot answers, the shard queues fill up (max-length 0, reject-publish):
+    RabbitMQ nacks every checkpoint copy while the connection stays up. After the grace
+    wait the delivery is still valid, so the worker sends every reply, once and in
+    order, and settles the message."""
+    policy = f"full-shards-{uuid.uuid4().hex[:8]}"
+    shards = ""
+
+    async def queued(settings: Settings) -> None:
+        nonlocal shards
+        shards = rf"^{re.escape(topology_for(settings).prefix)}\.incoming\."
+        queue = build_queue(settings, Metrics())
+        await queue.start()
+        try:
+            assert await queue.wait_ready(5)
+            await queue.publish([queued_dm(settings, "8201", "hello")])
+        finally:
+            await queue.stop()
+
+    async def answer_once_the_shards_are_full(request: RecordedRequest) -> list[dict[str, Any]]:
+        # Only now: a policy applied while the message was still ready would drop it
+        # (max-length counts ready messages; this one is unacked at the worker).
+        definition = '{"max-length": 0, "overflow": "reject-publish"}'
+        await asyncio.to_thread(set_policy, rabbit_vhost, policy, shards, definition)
+        return ANSWER
+
+    gateway = FakeGateway(token=GATEWAY_TOKEN)
+    gateway.on_message("bot-a", answer_once_the_shards_are_full)
+    try:
+        with capture_logs() as logs:
+            env = await start_bridge_env(
+                aiohttp_server, aiohttp_client, rabbit_vhost, before_start=queued, gateway=gateway
+            )
+            await eventually(
+                lambda: any(e["event"] == "bridge.message_done" for e in logs), timeout=15
+            )
+    finally:
+        await asyncio.to_thread(clear_policy, rabbit_vhost, policy)
+
+    assert [d.text for d in env.x.sent_dms()] == ["one", "two"]
+    assert len(gateway.requests) == 1
+    refused = [e for e in logs if e["event"] == "bridge.checkpoint_failed"]
+    assert len(refused) == 3, refused  # after the answer and after each reply
+    assert not [e for e in logs if e["event"] == "bridge.delivery_abandoned"]
     metrics = await env.metrics()
     assert 'twitter_bot_bridge_messages_total{outcome="delivered"} 1.0' in metrics

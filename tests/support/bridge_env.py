@@ -95,16 +95,18 @@ async def start_bridge_env(
     messaging: MessagingSettings | None = None,
     push_token: str | None = None,
     before_start: Callable[[Settings], Awaitable[None]] | None = None,
+    gateway: FakeGateway | None = None,
 ) -> BridgeEnv:
     """The daemon in-process (role all) against fakes; ``before_start(settings)`` runs
-    before it connects, e.g. to leave messages in its queues."""
+    before it connects, e.g. to leave messages in its queues. Pass ``gateway`` when its
+    answers must be set before the daemon can consume anything."""
     base = make_settings(vhost)
     x = FakeX(consumer_key=base.auth.consumer_key, consumer_secret=CONSUMER_SECRET)
     for bot in base.bots:
         x.add_user(bot.user_id, token=bot.access_token.value, secret=bot.access_secret.value)
     x_server: TestServer = await aiohttp_server(x.make_app())
     api_base, upload = FakeX.urls(x_server.make_url("/"))
-    gateway = FakeGateway(token=GATEWAY_TOKEN)
+    gateway = gateway or FakeGateway(token=GATEWAY_TOKEN)
     gateway_server: TestServer = await aiohttp_server(gateway.app)
     media_server: TestServer = await aiohttp_server(_media_app())
     settings = replace(

@@ -33,6 +33,10 @@ def set_policy(vhost: str, name: str, pattern: str, definition: str) -> None:
     _ctl("set_policy", "-p", vhost, "--apply-to", "queues", name, pattern, definition)
 
 
+def clear_policy(vhost: str, name: str) -> None:
+    _ctl("clear_policy", "-p", vhost, name)
+
+
 def queue_types(vhost: str) -> dict[str, str]:
     """Queue name -> type (classic, quorum) in a vhost."""
     ctl = shutil.which("rabbitmqctl")
