@@ -391,6 +391,18 @@ def metric_value(text: str, name: str, labels: str = "") -> float:
     return 0.0
 
 
+def histogram_over(text: str, name: str, bound: float) -> float:
+    """How many observations of a Prometheus histogram exceeded ``bound`` (a bucket bound)."""
+    total = metric_value(text, f"{name}_count")
+    within = 0.0
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket{{"):
+            le = line.split('le="')[1].split('"')[0]
+            if le != "+Inf" and abs(float(le) - bound) < 1e-9:
+                within = float(line.split()[-1])
+    return total - within
+
+
 def histogram_quantile(text: str, name: str, q: float) -> float:
     """Bucket upper bound holding quantile q (0..1) of a Prometheus histogram."""
     buckets: list[tuple[float, float]] = []
@@ -500,7 +512,7 @@ def load_deployment(
     with vhost() as vhost_name:
         deployment = start_deployment(where, vhost_name, layout, stubs)
         try:
-            return run_loadgen(
+            summary = run_loadgen(
                 where,
                 deployment.webhook_url,
                 rate=rate,
@@ -508,6 +520,9 @@ def load_deployment(
                 first_id=first_id,
                 concurrency=concurrency,
             )
+            # The process answering X: its confirm waits and event-loop lag explain a tail.
+            summary["webhook_metrics"] = deployment.daemons[0].metrics()
+            return summary
         finally:
             deployment.stop()
 
