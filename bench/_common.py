@@ -391,25 +391,28 @@ def metric_value(text: str, name: str, labels: str = "") -> float:
     return 0.0
 
 
-def histogram_over(text: str, name: str, bound: float) -> float:
-    """How many observations of a Prometheus histogram exceeded ``bound`` (a bucket bound)."""
-    total = metric_value(text, f"{name}_count")
-    within = 0.0
-    for line in text.splitlines():
-        if line.startswith(f"{name}_bucket{{"):
-            le = line.split('le="')[1].split('"')[0]
-            if le != "+Inf" and abs(float(le) - bound) < 1e-9:
-                within = float(line.split()[-1])
-    return total - within
-
-
-def histogram_quantile(text: str, name: str, q: float) -> float:
-    """Bucket upper bound holding quantile q (0..1) of a Prometheus histogram."""
+def histogram_buckets(text: str, name: str) -> list[tuple[float, float]]:
+    """(upper bound, cumulative count) of each bucket of a Prometheus histogram, in order."""
     buckets: list[tuple[float, float]] = []
     for line in text.splitlines():
         if line.startswith(f"{name}_bucket{{"):
             le = line.split('le="')[1].split('"')[0]
             buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+    return buckets
+
+
+def histogram_over(text: str, name: str, bound: float) -> float:
+    """How many observations of a Prometheus histogram exceeded ``bound`` (a bucket bound)."""
+    buckets = histogram_buckets(text, name)
+    within = [count for upper, count in buckets if abs(upper - bound) < 1e-9]
+    if not within:
+        raise ValueError(f"{bound} is not a bucket bound of {name}")
+    return buckets[-1][1] - within[0]
+
+
+def histogram_quantile(text: str, name: str, q: float) -> float:
+    """Bucket upper bound holding quantile q (0..1) of a Prometheus histogram."""
+    buckets = histogram_buckets(text, name)
     if not buckets or buckets[-1][1] == 0:
         return float("nan")
     total = buckets[-1][1]
