@@ -9,36 +9,49 @@ import base64
 import hashlib
 import hmac
 import sys
+from collections.abc import Awaitable, Callable
 
 import aio_pika
 from aiohttp import web
 
-PORT, VHOST, QUEUE, SECRET = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4].encode()
 
-
-async def main() -> None:
-    connection = await aio_pika.connect(host="127.0.0.1", virtualhost=VHOST)
-    channel = await connection.channel(publisher_confirms=True)
-    await channel.declare_queue(QUEUE, durable=True)
+def webhook_app(secret: bytes, publish: Callable[[bytes], Awaitable[object]]) -> web.Application:
+    """POST /webhooks: 401 unless signed with ``secret``, else 200 once ``publish`` returns."""
 
     async def deliver(request: web.Request) -> web.Response:
         body = await request.read()
-        mac = hmac.new(SECRET, body, hashlib.sha256).digest()
+        mac = hmac.new(secret, body, hashlib.sha256).digest()
         expected = b"sha256=" + base64.b64encode(mac)
         given = request.headers.get("x-twitter-webhooks-signature", "").encode()
         if not hmac.compare_digest(expected, given):
             return web.Response(status=401)
-        message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
-        await channel.default_exchange.publish(message, routing_key=QUEUE)  # returns once confirmed
+        await publish(body)
         return web.Response(text="ok")
 
     app = web.Application()
     app.router.add_post("/webhooks", deliver)
+    return app
+
+
+async def serve(app: web.Application, port: int) -> None:
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", PORT).start()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
     print("ready", flush=True)
     await asyncio.Event().wait()
 
 
-asyncio.run(main())
+async def main(port: int, vhost: str, queue: str, secret: bytes) -> None:
+    connection = await aio_pika.connect(host="127.0.0.1", virtualhost=vhost)
+    channel = await connection.channel(publisher_confirms=True)
+    await channel.declare_queue(queue, durable=True)
+
+    async def publish(body: bytes) -> None:
+        message = aio_pika.Message(body, delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+        await channel.default_exchange.publish(message, routing_key=queue)  # returns once confirmed
+
+    await serve(webhook_app(secret, publish), port)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4].encode()))

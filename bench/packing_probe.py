@@ -1,27 +1,25 @@
 """A probe, not a baseline: the minimal handler (b) with concurrent deliveries packed.
 
-Same signature check and persistent, publisher-confirmed publish as minimal_handler.py,
-but deliveries that arrive while a shard's publish is in flight wait for it to confirm
-and then go out together as one broker message (group commit: a lone delivery is never
-held back). 8 shard queues, chosen by a hash of the body as the daemon's are by
-conversation. Every request is still answered only after its own pack is confirmed. It
-measures how much packing could lift ingest before anyone builds it into the daemon,
-whose consumer would then have to ack a pack only once every delivery in it is done.
+The code of minimal_handler.py (its signature check, app and server) with a persistent,
+publisher-confirmed publish as there, but deliveries that arrive while a shard's publish is
+in flight wait for it to confirm and then go out together as one broker message (group
+commit: a lone delivery is never held back). 8 shard queues, chosen by a hash of the body
+as the daemon's are by conversation. Every request is still answered only after its own
+pack is confirmed. It measures how much packing could lift ingest before anyone builds it
+into the daemon, whose consumer would then have to ack a pack only once every delivery in
+it is done.
 
     .venv/bin/python bench/packing_probe.py PORT VHOST QUEUE CONSUMER_SECRET
 """
 
 import asyncio
-import base64
-import hashlib
-import hmac
 import sys
 import zlib
 
 import aio_pika
 from aiohttp import web
+from minimal_handler import serve, webhook_app
 
-PORT, VHOST, QUEUE, SECRET = int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4].encode()
 SHARDS = 8
 
 
@@ -55,37 +53,26 @@ class Packer:
         await done
 
 
-async def main() -> None:
-    connection = await aio_pika.connect(host="127.0.0.1", virtualhost=VHOST)
+async def main(port: int, vhost: str, queue: str, secret: bytes) -> None:
+    connection = await aio_pika.connect(host="127.0.0.1", virtualhost=vhost)
     channel = await connection.channel(publisher_confirms=True)
     packers = []
     for shard in range(SHARDS):
-        name = f"{QUEUE}.{shard}"
+        name = f"{queue}.{shard}"
         await channel.declare_queue(name, durable=True)
         packers.append(Packer(channel.default_exchange, name))
 
-    async def deliver(request: web.Request) -> web.Response:
-        body = await request.read()
-        mac = hmac.new(SECRET, body, hashlib.sha256).digest()
-        expected = b"sha256=" + base64.b64encode(mac)
-        given = request.headers.get("x-twitter-webhooks-signature", "").encode()
-        if not hmac.compare_digest(expected, given):
-            return web.Response(status=401)
+    async def publish(body: bytes) -> None:
         await packers[zlib.crc32(body) % SHARDS].publish(body)
-        return web.Response(text="ok")
 
     async def stats(request: web.Request) -> web.Response:
         packs, deliveries = sum(p.packs for p in packers), sum(p.deliveries for p in packers)
         return web.json_response({"packs": packs, "deliveries": deliveries})
 
-    app = web.Application()
-    app.router.add_post("/webhooks", deliver)
+    app = webhook_app(secret, publish)
     app.router.add_get("/stats", stats)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", PORT).start()
-    print("ready", flush=True)
-    await asyncio.Event().wait()
+    await serve(app, port)
 
 
-asyncio.run(main())
+if __name__ == "__main__":
+    asyncio.run(main(int(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4].encode()))
