@@ -80,6 +80,7 @@ def settings(rabbit_vhost: str) -> Settings:
 async def drain_queued(settings: Settings) -> list[Envelope]:
     """Consume back (and remove) every envelope queued under the settings' prefix, by shard."""
     from twitter_bot.app import topology_for
+    from twitter_bot.queue.rabbit import decode_message
 
     topology = topology_for(settings)
     connection = await aio_pika.connect(
@@ -91,7 +92,7 @@ async def drain_queued(settings: Settings) -> list[Envelope]:
         for shard in range(topology.shards):
             queue = await channel.get_queue(topology.shard_queue(shard))
             while (message := await queue.get(fail=False, no_ack=True)) is not None:
-                found.append(Envelope.decode(message.body))
+                found.extend(decode_message(message.body, message.headers or {}))
     return found
 
 

@@ -54,6 +54,7 @@ def build_queue(settings: Settings, metrics: Metrics) -> MessageQueue:
             settings.rabbit,
             topology,
             on_confirmed=metrics.publish_confirm_seconds.observe,
+            on_packed=metrics.publish_pack_size.observe,
             on_active_shards=record_active,
         )
     log.info("queue.embedded_sqlite", path=settings.sqlite.path)

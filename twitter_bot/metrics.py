@@ -88,6 +88,13 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
+        self.publish_pack_size = Histogram(
+            "twitter_bot_publish_pack_size",
+            "Messages per broker message published: more than 1 when deliveries to one shard "
+            "arrive while its previous publish is in flight (rabbit.pack-publishes).",
+            buckets=(1, 2, 4, 8, 16, 32, 64),
+            registry=r,
+        )
         self.messages_bridged = Counter(
             "twitter_bot_bridge_messages",
             "Queued messages finished by the bridge, by outcome.",

@@ -52,7 +52,13 @@ class Envelope:
     @classmethod
     def decode(cls, body: bytes, headers: Mapping[str, Any] | None = None) -> Envelope:
         """Parse an encoded envelope; raises ValueError (or KeyError/TypeError) when malformed."""
-        data = json.loads(body)
+        return cls.from_dict(json.loads(body), headers)
+
+    @classmethod
+    def from_dict(cls, data: Any, headers: Mapping[str, Any] | None = None) -> Envelope:
+        """An envelope from its decoded JSON object (one entry of a pack, say)."""
+        if not isinstance(data, dict):
+            raise TypeError(f"an envelope is a JSON object, not {type(data).__name__}")
         progress = data.get("progress")
         return cls(
             kind=str(data["kind"]),

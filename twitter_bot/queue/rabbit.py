@@ -48,6 +48,14 @@ from twitter_bot.queue.base import (
     QueueDelivery,
     shard_of,
 )
+from twitter_bot.queue.packing import (
+    GIVEN_BACK_HEADER,
+    PACK_HEADER,
+    PackSettlement,
+    ShardPacker,
+    decode_pack,
+    encode_pack,
+)
 from twitter_bot.settings import BrokerHost, RabbitSettings
 
 log = structlog.get_logger(__name__)
@@ -276,7 +284,12 @@ class RabbitConnection:
 
 
 class RabbitPublisher:
-    """Publishes persistent, mandatory messages on a confirm channel and waits for the confirms."""
+    """Publishes persistent, mandatory messages on a confirm channel and waits for the confirms.
+
+    With ``pack``, envelopes published at the same moment to one shard go out as one
+    message (queue/packing.py). It needs priorities to give unfinished parts back at
+    the head of their shard, so quorum queues never pack.
+    """
 
     def __init__(
         self,
@@ -285,11 +298,16 @@ class RabbitPublisher:
         *,
         confirm_timeout: float,
         on_confirmed: Callable[[float], None] | None = None,
+        pack: bool = False,
+        on_packed: Callable[[int], None] | None = None,
     ) -> None:
         self._connection = connection
         self._topology = topology
         self._confirm_timeout = confirm_timeout
         self._on_confirmed = on_confirmed
+        self._pack = pack and topology.checkpoints_enabled
+        self._on_packed = on_packed
+        self._packers: dict[int, ShardPacker] = {}
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         connection.on_connected(self._open_channel)
@@ -319,18 +337,73 @@ class RabbitPublisher:
             raise PublishError("broker not connected")
         return self._exchange
 
+    @property
+    def packing(self) -> bool:
+        return self._pack
+
     async def publish(self, envelopes: list[Envelope]) -> None:
         """Queue envelopes on their conversations' shards; raise PublishError unless all confirm."""
         main = self._require_exchange()
         started = time.perf_counter()
-        await self._confirm_all(
-            [
-                (main, self._topology.routing_key_for(env.conversation_id), _message(env))
-                for env in envelopes
-            ]
-        )
+        # Only envelopes without headers of their own pack: a pack entry carries none.
+        if self._pack and not any(env.headers for env in envelopes):
+            await self._publish_packed(envelopes)
+        else:
+            await self._confirm_all(
+                [
+                    (main, self._topology.routing_key_for(env.conversation_id), _message(env))
+                    for env in envelopes
+                ]
+            )
         if self._on_confirmed is not None:
             self._on_confirmed(time.perf_counter() - started)
+
+    async def _publish_packed(self, envelopes: list[Envelope]) -> None:
+        by_shard: dict[int, list[Envelope]] = {}
+        for envelope in envelopes:
+            shard = shard_of(envelope.conversation_id, self._topology.shards)
+            by_shard.setdefault(shard, []).append(envelope)
+        packers = []
+        for shard, group in by_shard.items():
+            packer = self._packers.get(shard)
+            if packer is None:
+                packer = self._packers[shard] = ShardPacker(partial(self._send_pack, shard))
+            packers.append(packer.publish(group))
+        try:
+            async with asyncio.timeout(self._confirm_timeout):
+                if len(packers) == 1:
+                    await packers[0]
+                else:
+                    await asyncio.gather(*packers)
+        except TimeoutError as exc:
+            raise PublishError("publish not confirmed in time") from exc
+
+    async def _send_pack(self, shard: int, envelopes: list[Envelope]) -> None:
+        exchange = self._require_exchange()
+        single = len(envelopes) == 1
+        message = _message(envelopes[0]) if single else _pack_message(envelopes)
+        try:
+            await exchange.publish(
+                message, routing_key=self._topology.shard_routing_key(shard), mandatory=True
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            # Nacked, returned as unroutable, or the channel died: not durable.
+            raise PublishError(f"publish failed: {type(exc).__name__}") from exc
+        if self._on_packed is not None:
+            self._on_packed(len(envelopes))
+
+    async def give_back(self, envelopes: list[Envelope]) -> None:
+        """Queue a pack's unfinished parts (all of one shard) again at its head, in order."""
+        exchange = self._require_exchange()
+        routing_key = self._topology.routing_key_for(envelopes[0].conversation_id)
+        extra = {GIVEN_BACK_HEADER: 1}
+        if len(envelopes) == 1:
+            message = _message(envelopes[0], extra_headers=extra, priority=1)
+        else:
+            message = _pack_message(envelopes, extra_headers=extra, priority=1)
+        await self._confirm_all([(exchange, routing_key, message)])
 
     async def park(self, envelopes: list[Envelope]) -> None:
         """Queue envelopes at the head of their shards (priority 1), strictly in this order.
@@ -422,6 +495,19 @@ def _message(
     )
 
 
+def _pack_message(
+    envelopes: list[Envelope], extra_headers: dict[str, Any] | None = None, priority: int = 0
+) -> aio_pika.Message:
+    return aio_pika.Message(
+        body=encode_pack(envelopes),
+        content_type="application/json",
+        delivery_mode=DeliveryMode.PERSISTENT,
+        priority=priority,
+        message_id=f"pack-{envelopes[0].message_id}+{len(envelopes) - 1}",
+        headers={PACK_HEADER: len(envelopes), **(extra_headers or {})},
+    )
+
+
 # Headers of ours that travel with an envelope; broker-added ones (x-death) are dropped.
 _OWN_HEADERS = frozenset(
     {
@@ -449,15 +535,31 @@ def own_headers(headers: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def decode_message(body: bytes, headers: Mapping[str, Any]) -> list[Envelope]:
+    """The envelopes a shard queue message carries: one, or a pack's (queue/packing.py).
+
+    Raises ValueError (or KeyError/TypeError) when the body is malformed.
+    """
+    if headers.get(PACK_HEADER):
+        return decode_pack(body)
+    return [Envelope.decode(body, own_headers(headers))]
+
+
 class RabbitDelivery:
-    """One consumed message: its envelope, and ack/requeue on the channel it came from."""
+    """One consumed envelope: a whole message, or one part of a pack, acked or requeued on
+    the channel it came from (a pack only once all its parts are settled)."""
 
     def __init__(
-        self, message: AbstractIncomingMessage, envelope: Envelope, channel: AbstractChannel
+        self,
+        message: AbstractIncomingMessage,
+        envelope: Envelope,
+        channel: AbstractChannel,
+        pack: tuple[PackSettlement, int] | None = None,
     ) -> None:
         self._message = message
         self._envelope = envelope
         self._channel = channel
+        self._pack = pack
 
     @property
     def valid(self) -> bool:
@@ -471,13 +573,22 @@ class RabbitDelivery:
 
     @property
     def redelivered(self) -> bool:
-        return bool(self._message.redelivered)
+        # A pack's parts given back were delivered before, as a redelivery is.
+        return bool(self._message.redelivered or self._message.headers.get(GIVEN_BACK_HEADER))
 
     async def ack(self) -> None:
-        await self._message.ack()
+        if self._pack is not None:
+            settlement, part = self._pack
+            await settlement.settle(part, done=True)
+        else:
+            await self._message.ack()
 
     async def requeue(self) -> None:
-        await self._message.nack(requeue=True)
+        if self._pack is not None:
+            settlement, part = self._pack
+            await settlement.settle(part, done=False)
+        else:
+            await self._message.nack(requeue=True)
 
 
 class RabbitConsumer:
@@ -495,12 +606,14 @@ class RabbitConsumer:
         prefetch: int,
         deliver: Callable[[RabbitDelivery], None],
         lost: Callable[[], None] | None = None,
+        give_back: Callable[[list[Envelope]], Awaitable[None]] | None = None,
     ) -> None:
         self._connection = connection
         self._topology = topology
         self._prefetch = prefetch
         self._deliver = deliver
         self._lost = lost
+        self._give_back = give_back
         self._channel: AbstractChannel | None = None
         self._consumers: list[tuple[AbstractQueue, str]] = []
         self._last_delivery: dict[int, float] = {}
@@ -549,14 +662,29 @@ class RabbitConsumer:
             await message.ack()
             return
         try:
-            envelope = Envelope.decode(message.body, own_headers(message.headers))
+            envelopes = decode_message(message.body, message.headers)
         except (ValueError, KeyError, TypeError) as exc:
             log.error(
                 "bridge.undecodable_message", error=str(exc)[:200], message_id=message.message_id
             )
             await message.reject(requeue=False)
             return
-        self._deliver(RabbitDelivery(message, envelope, channel))
+        if not message.headers.get(PACK_HEADER):
+            self._deliver(RabbitDelivery(message, envelopes[0], channel))
+            return
+        settlement = PackSettlement(
+            envelopes,
+            ack=message.ack,
+            requeue=partial(message.nack, requeue=True),
+            give_back=self._give_back_parts,
+        )
+        for part, envelope in enumerate(envelopes):
+            self._deliver(RabbitDelivery(message, envelope, channel, (settlement, part)))
+
+    async def _give_back_parts(self, envelopes: list[Envelope]) -> None:
+        if self._give_back is None:
+            raise PublishError("no publisher to give pack parts back with")
+        await self._give_back(envelopes)
 
     async def stop(self) -> None:
         """Stop receiving new deliveries; in-flight ones can still be acked."""
@@ -583,6 +711,7 @@ class RabbitQueue:
         *,
         on_confirmed: Callable[[float], None] | None = None,
         on_active_shards: Callable[[list[int]], None] | None = None,
+        on_packed: Callable[[int], None] | None = None,
     ) -> None:
         self._rabbit = rabbit
         self._on_active_shards = on_active_shards
@@ -600,6 +729,8 @@ class RabbitQueue:
             topology,
             confirm_timeout=rabbit.publish_timeout,
             on_confirmed=on_confirmed,
+            pack=rabbit.pack_publishes,
+            on_packed=on_packed,
         )
         self._consumer: RabbitConsumer | None = None
         self._prober: asyncio.Task[None] | None = None
@@ -623,7 +754,12 @@ class RabbitQueue:
         lost: Callable[[], None] | None = None,
     ) -> None:
         self._consumer = RabbitConsumer(
-            self._connection, self._topology, prefetch=prefetch, deliver=deliver, lost=lost
+            self._connection,
+            self._topology,
+            prefetch=prefetch,
+            deliver=deliver,
+            lost=lost,
+            give_back=self._publisher.give_back,
         )
 
     async def start(self) -> None:

@@ -1,0 +1,298 @@
+"""Packing on RabbitMQ: envelopes published together travel as one message, and a pack is
+settled with the broker only once every envelope in it is (twitter_bot/queue/packing.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import aio_pika
+import pytest
+
+from tests.conftest import make_settings
+from tests.queue.test_contract import Collector
+from tests.queue.test_rabbit import queue_depths
+from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT, clear_policy, set_policy
+from twitter_bot.app import topology_for
+from twitter_bot.queue.base import Envelope, PublishError, QueueDelivery
+from twitter_bot.queue.packing import PACK_HEADER
+from twitter_bot.queue.rabbit import RabbitQueue
+from twitter_bot.settings import Settings
+
+CONVERSATION = "732739706-1230981029831098231"
+
+
+def env(message_id: str, conversation: str = CONVERSATION) -> Envelope:
+    return Envelope("dm", message_id, conversation, {"text": message_id}, time.time())
+
+
+class Queues:
+    """Opens RabbitQueues over one settings (one prefix); stops them all at the end."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._open: list[RabbitQueue] = []
+
+    async def open(self, collector: Collector | None = None, prefetch: int = 10) -> RabbitQueue:
+        queue = RabbitQueue(self.settings.rabbit, topology_for(self.settings))
+        if collector is not None:
+            queue.consume(prefetch, collector)
+        await queue.start()
+        assert await queue.wait_ready(5)
+        self._open.append(queue)
+        return queue
+
+    async def close(self, queue: RabbitQueue) -> None:
+        await queue.stop()
+        self._open.remove(queue)
+
+    async def close_all(self) -> None:
+        for queue in list(self._open):
+            await self.close(queue)
+
+    @property
+    def shard_queue(self) -> str:
+        topology = topology_for(self.settings)
+        return topology.shard_queue(int(topology.routing_key_for(CONVERSATION).split(".")[1]))
+
+    async def depth(self) -> int:
+        return (await queue_depths(self.settings))[self.shard_queue]
+
+
+@pytest.fixture
+async def queues(rabbit_vhost: str) -> AsyncIterator[Queues]:
+    opened = Queues(make_settings(rabbit_vhost))
+    yield opened
+    await opened.close_all()
+
+
+async def publish_together(queue: RabbitQueue, envelopes: list[Envelope]) -> None:
+    """One publish call per envelope, all at once: as concurrent webhook requests do."""
+    await asyncio.gather(*(queue.publish([e]) for e in envelopes))
+
+
+async def receive(collector: Collector, count: int) -> list[QueueDelivery]:
+    return [await collector.next() for _ in range(count)]
+
+
+def ids(deliveries: list[QueueDelivery]) -> list[str]:
+    return [d.envelope.message_id for d in deliveries]
+
+
+async def test_envelopes_published_together_travel_as_one_message_and_arrive_in_order(
+    queues: Queues,
+) -> None:
+    publisher = await queues.open()
+    await publish_together(publisher, [env(f"m{i}") for i in range(20)])
+    # Group commit: the first publish goes alone; the 19 that arrived while it was in
+    # flight go out together as soon as it is confirmed.
+    assert await queues.depth() == 2
+
+    collector = Collector()
+    await queues.open(collector)
+    deliveries = await receive(collector, 20)
+    assert ids(deliveries) == [f"m{i}" for i in range(20)]
+    assert not any(d.redelivered for d in deliveries)
+    assert await collector.nothing_for(0.3)
+
+
+async def test_without_pack_publishes_every_envelope_is_its_own_message(
+    rabbit_vhost: str,
+) -> None:
+    queues = Queues(make_settings(rabbit_vhost, pack_publishes=False))
+    try:
+        publisher = await queues.open()
+        await publish_together(publisher, [env(f"m{i}") for i in range(20)])
+        assert await queues.depth() == 20
+    finally:
+        await queues.close_all()
+
+
+async def test_quorum_queues_never_pack(rabbit_vhost: str) -> None:
+    # Giving a pack's unfinished parts back needs priorities, which quorum queues lack.
+    queues = Queues(make_settings(rabbit_vhost, queue_type="quorum"))
+    try:
+        publisher = await queues.open()
+        await publish_together(publisher, [env(f"m{i}") for i in range(10)])
+        assert await queues.depth() == 10
+    finally:
+        await queues.close_all()
+
+
+async def test_a_pack_the_broker_refuses_fails_every_caller_in_it(
+    queues: Queues, rabbit_vhost: str
+) -> None:
+    publisher = await queues.open()
+    policy = f"refuse-{uuid.uuid4().hex[:8]}"
+    pattern = f"^{re.escape(queues.shard_queue)}$"
+    set_policy(rabbit_vhost, policy, pattern, '{"max-length": 0, "overflow": "reject-publish"}')
+    try:
+        results = await asyncio.gather(
+            *(publisher.publish([env(f"m{i}")]) for i in range(10)), return_exceptions=True
+        )
+    finally:
+        clear_policy(rabbit_vhost, policy)
+    assert all(isinstance(r, PublishError) for r in results), results
+    # The packer is not stuck after a failure.
+    await publish_together(publisher, [env("after-1"), env("after-2")])
+    assert await queues.depth() == 2
+
+
+async def test_a_pack_is_acked_only_once_every_part_is(queues: Queues) -> None:
+    publisher = await queues.open()
+    await publish_together(publisher, [env(f"m{i}") for i in range(4)])  # m0, then m1-m3
+
+    first = Collector()
+    consumer = await queues.open(first)
+    deliveries = await receive(first, 4)
+    for delivery in deliveries[:3]:  # m0 alone, m1 and m2 of the pack
+        await delivery.ack()
+    await queues.close(consumer)  # m3 unsettled: its whole pack goes back
+
+    second = Collector()
+    consumer = await queues.open(second)
+    again = await receive(second, 3)
+    assert ids(again) == ["m1", "m2", "m3"]
+    assert all(d.redelivered for d in again)
+    for delivery in again:
+        await delivery.ack()
+    await queues.close(consumer)
+
+    third = Collector()
+    await queues.open(third)
+    assert await third.nothing_for(0.5)
+    assert await queues.depth() == 0
+
+
+async def test_unfinished_parts_given_back_go_ahead_of_later_messages(queues: Queues) -> None:
+    publisher = await queues.open()
+    await publish_together(publisher, [env(f"m{i}") for i in range(4)])
+
+    collector = Collector()
+    await queues.open(collector, prefetch=1)
+    (m0,) = await receive(collector, 1)
+    await m0.ack()
+    m1, m2, m3 = await receive(collector, 3)  # the pack: one message, so prefetch 1 allows it
+    await publisher.publish([env("later")])  # waits in the queue behind the held pack
+
+    await m1.ack()
+    await m2.requeue()
+    assert await collector.nothing_for(0.3)  # m3 still in progress: nothing settled yet
+    await m3.ack()
+
+    given_back = await collector.next()
+    assert given_back.envelope.message_id == "m2"
+    assert given_back.redelivered  # the bridge looks for its checkpoint copies, as after a nack
+    await given_back.ack()
+    later = await collector.next()
+    assert later.envelope.message_id == "later"
+    await later.ack()
+    assert await collector.nothing_for(0.3)
+
+
+async def test_a_pack_whose_parts_are_all_given_back_is_requeued_whole(queues: Queues) -> None:
+    publisher = await queues.open()
+    await publish_together(publisher, [env(f"m{i}") for i in range(4)])
+    collector = Collector()
+    await queues.open(collector)
+    m0, *pack = await receive(collector, 4)
+    await m0.ack()
+    for part in pack:
+        await part.requeue()
+    again = await receive(collector, 3)
+    assert ids(again) == ["m1", "m2", "m3"]
+    assert all(d.redelivered for d in again)
+    for delivery in again:
+        await delivery.ack()
+    assert await collector.nothing_for(0.3)
+
+
+async def test_when_giving_parts_back_fails_the_whole_pack_comes_again(
+    queues: Queues, rabbit_vhost: str
+) -> None:
+    publisher = await queues.open()
+    await publish_together(publisher, [env(f"m{i}") for i in range(4)])
+    collector = Collector()
+    await queues.open(collector)
+    m0, m1, m2, m3 = await receive(collector, 4)
+    await m0.ack()
+
+    # Set once the pack is held unacked (a length policy also drops ready messages).
+    policy = f"refuse-{uuid.uuid4().hex[:8]}"
+    pattern = f"^{re.escape(queues.shard_queue)}$"
+    set_policy(rabbit_vhost, policy, pattern, '{"max-length": 0, "overflow": "reject-publish"}')
+    try:
+        await m1.ack()
+        await m2.requeue()
+        await m3.ack()  # the last settle: giving m2 back is refused, so all is requeued
+    finally:
+        clear_policy(rabbit_vhost, policy)
+
+    again = await receive(collector, 3)
+    # Nothing lost; the done parts come again too (the bridge drops them as duplicates).
+    assert ids(again) == ["m1", "m2", "m3"]
+    for delivery in again:
+        await delivery.ack()
+    assert await collector.nothing_for(0.3)
+
+
+async def test_settling_a_part_twice_is_refused(queues: Queues) -> None:
+    publisher = await queues.open()
+    await publish_together(publisher, [env(f"m{i}") for i in range(3)])
+    collector = Collector()
+    await queues.open(collector)
+    m0, m1, m2 = await receive(collector, 3)
+    await m0.ack()
+    await m1.ack()
+    with pytest.raises(RuntimeError, match="settled twice"):
+        await m1.ack()
+    await m2.ack()
+    assert await collector.nothing_for(0.3)
+
+
+async def test_malformed_messages_and_packs_are_dead_lettered_and_consuming_goes_on(
+    queues: Queues,
+) -> None:
+    topology = topology_for(queues.settings)
+    routing_key = topology.routing_key_for(CONVERSATION)
+    malformed = [
+        (b"not json", {}),
+        (b"[1, 2]", {}),  # JSON, but not an envelope object
+        (b"{}", {PACK_HEADER: 2}),  # a pack that is not an array
+        (b"[]", {PACK_HEADER: 1}),  # an empty pack
+        (b'[{"kind": "dm"}]', {PACK_HEADER: 1}),  # a pack entry without its fields
+    ]
+    collector = Collector()
+    consumer = await queues.open(collector)  # declares the topology
+    connection = await aio_pika.connect(
+        host=RABBIT_HOST, port=RABBIT_PORT, virtualhost=queues.settings.rabbit.virtual_host
+    )
+    async with connection:
+        channel = await connection.channel()
+        exchange = await channel.get_exchange(topology.exchange)
+        for body, headers in malformed:
+            await exchange.publish(aio_pika.Message(body, headers=headers), routing_key)
+    await consumer.publish([env("fine")])
+    delivery = await collector.next()
+    assert delivery.envelope.message_id == "fine"
+    await delivery.ack()
+    assert await collector.nothing_for(0.3)
+    dead = await dead_letter_bodies(queues.settings)
+    assert dead == [body for body, _ in malformed]
+
+
+async def dead_letter_bodies(settings: Settings) -> list[bytes]:
+    topology = topology_for(settings)
+    connection = await aio_pika.connect(
+        host=RABBIT_HOST, port=RABBIT_PORT, virtualhost=settings.rabbit.virtual_host
+    )
+    bodies = []
+    async with connection:
+        channel = await connection.channel()
+        queue = await channel.get_queue(topology.dead_letter_queue)
+        while (message := await queue.get(fail=False, no_ack=True)) is not None:
+            bodies.append(message.body)
+    return bodies

@@ -1,0 +1,169 @@
+"""Packing: envelopes published at the same moment to one shard travel as one broker message.
+
+A persistent, confirmed broker message costs about the same whether it carries
+one envelope or ten, and that cost bounds how many deliveries a webhook can
+accept per second (docs/performance.md, "Packing"). So each shard keeps at
+most one publish in flight; envelopes that arrive meanwhile wait for it and
+then go out together (group commit). A lone envelope is never held back, and
+every caller still returns only once its own envelopes are confirmed.
+
+The consumer hands each envelope of a pack to the bridge as its own delivery.
+The pack is acked once every part is done. When some parts must be given back
+(requeued) while others are done, the unfinished ones are published again at
+the head of the shard and the pack is acked; if that publish fails, the whole
+pack is requeued (nothing is lost; the done parts are deduplicated by id or,
+after a crash, sent again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import structlog
+
+from twitter_bot.queue.base import Envelope, PublishError
+
+log = structlog.get_logger(__name__)
+
+# Header of a broker message that carries a pack: the number of envelopes in it.
+PACK_HEADER = "x-pack"
+# Header of a pack's unfinished parts published again (see PackSettlement): they were
+# delivered before, so the bridge treats them as redelivered.
+GIVEN_BACK_HEADER = "x-given-back"
+
+# Bounds a broker message (envelopes are about 1 KB) and how much one prefetched
+# message holds; a burst beyond it goes out as several packs, one after another.
+MAX_PACK = 64
+
+SendPack = Callable[[list[Envelope]], Awaitable[None]]
+
+
+def encode_pack(envelopes: list[Envelope]) -> bytes:
+    """A JSON array of encoded envelopes (each one exactly as it travels alone)."""
+    return b"[" + b",".join(envelope.encode() for envelope in envelopes) + b"]"
+
+
+def decode_pack(body: bytes) -> list[Envelope]:
+    """The envelopes of a pack; raises ValueError (or KeyError/TypeError) when malformed."""
+    entries = json.loads(body)
+    if not isinstance(entries, list) or not entries:
+        raise ValueError("a pack is a non-empty JSON array of envelopes")
+    return [Envelope.from_dict(entry) for entry in entries]
+
+
+class ShardPacker:
+    """Group commit for one shard: one ``send`` in flight; whoever starts the next one
+    takes every envelope that waits, in arrival order, as one pack."""
+
+    def __init__(self, send: SendPack) -> None:
+        self._send = send
+        self._lock = asyncio.Lock()
+        self._waiting: list[tuple[list[Envelope], asyncio.Future[None]]] = []
+
+    async def publish(self, envelopes: list[Envelope]) -> None:
+        """Return once ``envelopes`` are confirmed, or raise PublishError."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (envelopes, done)
+        self._waiting.append(entry)
+        try:
+            while not done.done():
+                async with self._lock:
+                    if not done.done():  # no earlier holder took ours: send what waits
+                        await self._send_batch(self._take())
+            await done
+        finally:
+            if not done.done():
+                # Cancelled (a timeout) before a holder took it: it is not sent.
+                with contextlib.suppress(ValueError):
+                    self._waiting.remove(entry)
+                done.cancel()
+            elif not done.cancelled():
+                done.exception()  # retrieved, so an unawaited failure is not logged
+
+    def _take(self) -> list[tuple[list[Envelope], asyncio.Future[None]]]:
+        """The longest run of waiting entries from the front within MAX_PACK envelopes
+        (at least one entry, however many envelopes it has)."""
+        count, size = 0, 0
+        for envelopes, _ in self._waiting:
+            if count and size + len(envelopes) > MAX_PACK:
+                break
+            count, size = count + 1, size + len(envelopes)
+        batch, self._waiting = self._waiting[:count], self._waiting[count:]
+        return batch
+
+    async def _send_batch(self, batch: list[tuple[list[Envelope], asyncio.Future[None]]]) -> None:
+        error: PublishError | None = None
+        try:
+            await self._send([envelope for envelopes, _ in batch for envelope in envelopes])
+        except PublishError as exc:
+            error = exc
+        except BaseException as exc:
+            # The holder was cancelled (its timeout) mid-publish: the others in the
+            # pack cannot know whether it is durable, so none of them reports success.
+            interrupted = PublishError("publish interrupted")
+            interrupted.__cause__ = exc
+            error = interrupted
+            raise
+        finally:
+            for _, future in batch:
+                if future.done():
+                    continue
+                if error is None:
+                    future.set_result(None)
+                else:
+                    future.set_exception(error)
+
+
+class PackSettlement:
+    """The parts of one consumed pack: settles the broker message once every part is.
+
+    ``ack`` and ``requeue`` act on the broker message; ``give_back`` publishes
+    unfinished parts again at the head of their shard.
+    """
+
+    def __init__(
+        self,
+        envelopes: list[Envelope],
+        *,
+        ack: Callable[[], Awaitable[Any]],
+        requeue: Callable[[], Awaitable[Any]],
+        give_back: SendPack,
+    ) -> None:
+        self._envelopes = envelopes
+        self._ack = ack
+        self._requeue = requeue
+        self._give_back = give_back
+        self._unsettled = set(range(len(envelopes)))
+        self._returned: list[int] = []
+
+    @property
+    def envelopes(self) -> list[Envelope]:
+        return self._envelopes
+
+    async def settle(self, part: int, *, done: bool) -> None:
+        """Settle one part (exactly once): done, or to be delivered again."""
+        if part not in self._unsettled:
+            raise RuntimeError(f"pack part {part} settled twice")
+        self._unsettled.discard(part)
+        if not done:
+            self._returned.append(part)
+        if self._unsettled:
+            return
+        if not self._returned:
+            await self._ack()
+        elif len(self._returned) == len(self._envelopes):
+            await self._requeue()
+        else:
+            returned = [self._envelopes[i] for i in sorted(self._returned)]
+            try:
+                await self._give_back(returned)
+            except PublishError as exc:
+                # Requeue it all: the done parts come back too and are deduplicated.
+                log.warning("queue.pack_give_back_failed", error=str(exc), parts=len(returned))
+                await self._requeue()
+                return
+            await self._ack()
