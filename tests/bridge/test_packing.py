@@ -1,0 +1,118 @@
+"""Packed deliveries through the whole pipeline: every DM bridged once, in order, and a
+shutdown gives back only what is unfinished (twitter_bot/queue/packing.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import time
+from collections import defaultdict
+from typing import Any
+
+from tests.conftest import BOT_A_USER_ID, drain_queued
+from tests.fakes.fake_gateway import FakeGateway, RecordedRequest, echo
+from tests.queue.test_rabbit import queue_depths
+from tests.support.bridge_env import GATEWAY_TOKEN, fast_messaging, start_bridge_env
+from tests.support.deliveries import aaa_delivery, dm_event
+from twitter_bot.app import build_queue
+from twitter_bot.metrics import Metrics
+from twitter_bot.models import conversation_id
+from twitter_bot.queue.base import Envelope, shard_of
+from twitter_bot.settings import Settings
+from twitter_bot.webhook.handler import envelope_for
+from twitter_bot.webhook.payloads import parse_delivery
+
+
+def users_on_one_shard(count: int, shards: int) -> list[str]:
+    """User ids whose conversations with bot A land on the same shard."""
+    by_shard: dict[int, list[str]] = defaultdict(list)
+    for n in itertools.count(700_000_001):
+        user = str(n)
+        shard = shard_of(conversation_id(BOT_A_USER_ID, user), shards)
+        by_shard[shard].append(user)
+        if len(by_shard[shard]) == count:
+            return by_shard[shard]
+    raise AssertionError("unreachable")
+
+
+def queued_dm(settings: Settings, event_id: str, user: str, text: str) -> Envelope:
+    bots = {bot.user_id: bot.bot_id for bot in settings.bots}
+    delivery = aaa_delivery(BOT_A_USER_ID, dm_event(event_id, user, BOT_A_USER_ID, text))
+    [message] = parse_delivery(delivery, bots).messages
+    return envelope_for(message, time.time())
+
+
+def metric_value(metrics: str, name: str) -> float:
+    match = re.search(rf"^{re.escape(name)} (\S+)$", metrics, re.MULTILINE)
+    assert match, f"{name} not in /metrics"
+    return float(match.group(1))
+
+
+async def test_a_burst_is_packed_and_each_conversation_gets_its_replies_once_in_order(
+    aiohttp_server: Any, aiohttp_client: Any, rabbit_vhost: str
+) -> None:
+    env = await start_bridge_env(aiohttp_server, aiohttp_client, rabbit_vhost)
+    users = [str(800_000_001 + n) for n in range(24)]
+    rounds = 3
+
+    async def conversation(user: str) -> None:
+        for n in range(rounds):  # X delivers one user's DMs one after another
+            await env.send_dm(f"{user}{n}", user, text=f"{user}:{n}")
+
+    await asyncio.gather(*(conversation(user) for user in users))
+    await env.x.wait_for_dms(len(users) * rounds, timeout=20)
+    await asyncio.sleep(0.3)  # a DM sent twice would show up now
+
+    for user in users:
+        texts = [dm.text for dm in env.x.sent_dms() if dm.recipient_id == user]
+        assert texts == [f"echo: {user}:{n}" for n in range(rounds)], user
+    metrics = await env.metrics()
+    published = metric_value(metrics, "twitter_bot_publish_pack_size_sum")
+    packs = metric_value(metrics, "twitter_bot_publish_pack_size_count")
+    assert published == len(users) * rounds
+    assert packs < published  # concurrent deliveries to one shard did share messages
+    assert 'twitter_bot_bridge_messages_total{outcome="delivered"} 72.0' in metrics
+
+
+async def test_at_shutdown_only_the_unfinished_part_of_a_pack_stays_queued(
+    aiohttp_server: Any, aiohttp_client: Any, rabbit_vhost: str
+) -> None:
+    """A pack of three DMs: the bot answers two at once and hangs on the third. On shutdown
+    the third is given back and the pack acked, so a restart sends no reply twice."""
+    first, fast_a, slow, fast_b = users_on_one_shard(4, shards=8)
+    event_ids = {first: "9100", fast_a: "9101", slow: "9102", fast_b: "9103"}
+
+    async def queued(settings: Settings) -> None:
+        queue = build_queue(settings, Metrics())
+        await queue.start()
+        try:
+            assert await queue.wait_ready(5)
+            dms = [queued_dm(settings, event_ids[u], u, "hi") for u in event_ids]
+            # The first goes alone; the three published meanwhile share one message.
+            await asyncio.gather(*(queue.publish([dm]) for dm in dms))
+        finally:
+            await queue.stop()
+        assert sorted((await queue_depths(settings)).values())[-2:] == [0, 2]
+
+    async def hang_for_one_user(request: RecordedRequest) -> Any:
+        if request.body["sender"]["id"] == slow:
+            await asyncio.sleep(30)
+        return echo(request)
+
+    gateway = FakeGateway(token=GATEWAY_TOKEN)
+    gateway.on_message("bot-a", hang_for_one_user)
+    env = await start_bridge_env(
+        aiohttp_server,
+        aiohttp_client,
+        rabbit_vhost,
+        before_start=queued,
+        gateway=gateway,
+        messaging=fast_messaging(message_timeout=1.0, max_attempts=20),
+    )
+    await env.x.wait_for_dms(3, timeout=10)
+    await env.client.close()  # shutdown: the slow one is requeued, the rest are done
+
+    assert sorted(dm.recipient_id for dm in env.x.sent_dms()) == sorted([first, fast_a, fast_b])
+    left = await drain_queued(env.settings)
+    assert [e.message_id for e in left] == [event_ids[slow]]
