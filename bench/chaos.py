@@ -14,6 +14,7 @@ hold), with read receipts and typing indicators off.
 
     .venv/bin/python bench/chaos.py [--scenarios kill,broker,gateway,x429,all]
         [--messages 10000] [--conversations 50] [--rate 200] [--seed 1] [--quick]
+        [--config 'chatbots.messaging.rabbit.pack-publishes: false' ...]
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ async def run(args: argparse.Namespace, where: Path) -> list[ChaosResult]:
             faults=SCENARIOS[key],
             drain_timeout=args.drain_timeout,
             seed=args.seed,
+            extra_config="".join(line + "\n" for line in args.config),
         )
         with vhost() as vhost_name:
             result = await run_chaos(plan, vhost_name, where)
@@ -80,6 +82,14 @@ def main() -> None:
     parser.add_argument("--drain-timeout", type=float, default=900.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--verbose", action="store_true", help="print duplicate examples")
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help="a HOCON line added to both daemons' config (repeatable), e.g. "
+        "'chatbots.messaging.rabbit.pack-publishes: false'",
+    )
     parser.add_argument("--quick", action="store_true", help="1,000 messages per scenario")
     args = parser.parse_args()
     if args.quick:
@@ -88,11 +98,12 @@ def main() -> None:
         results = asyncio.run(run(args, where))
     table = summary_table(results)
     print("\n" + table)
+    extra = "".join(f"\nDaemon config added: `{line}`." for line in args.config)
     body = f"""
 {args.messages:,} messages per scenario across {args.conversations} conversations and 2 bots,
 offered at {args.rate:g}/s, through 2 `--role all` daemon processes (`tests/support/chaos.py`;
 FakeX and FakeGateway in the harness process, the broker link through a TCP proxy the run
-controls). Every message is answered with 2 replies. Seed {args.seed}.
+controls). Every message is answered with 2 replies. Seed {args.seed}.{extra}
 Lost = a reply of an accepted message never sent; duplicated = extra copies of a reply;
 out of order = a first copy sent after a later reply of the same conversation.
 
