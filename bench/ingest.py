@@ -3,13 +3,12 @@
 Targets, each in a fresh RabbitMQ vhost, interleaved round by round:
   bare      bench/bare_server.py: aiohttp answering 200, nothing else            (ceiling a)
   minimal   bench/minimal_handler.py: signature + one confirmed persistent publish (ceiling b)
-  packing   bench/packing_probe.py: (b) with concurrent deliveries packed into one broker
-            message per shard (the probe that preceded packing in the daemon)
   all       the daemon, --role all: the bridge consumes in the same process and calls
             instant X and gateway stand-ins (bench/stubs.py, another process)
   webhook   the daemon, --role webhook: ingest only (the roles split)
-  unpacked  the daemon, --role webhook with rabbit.pack-publishes = false: one broker
-            message per DM, to show what packing gives
+  all+pack, webhook+pack
+            the same with rabbit.pack-publishes = true (off by default): deliveries to
+            one shard that arrive while its publish is in flight share a broker message
 Load: wrk (Debian package `wrk`), 2 threads, 64 connections, a Lua script sending pre-signed
 ~1 KB deliveries with distinct event ids (bench/deliveries.lua). Only 200s count.
 
@@ -19,7 +18,6 @@ Load: wrk (Debian package `wrk`), 2 threads, 64 connections, a Lua script sendin
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import shutil
@@ -36,7 +34,6 @@ from _common import (
     Proc,
     fmt_runs,
     free_port,
-    http_text,
     metric_value,
     spawn,
     start_daemon,
@@ -48,8 +45,8 @@ from _common import (
     write_section,
 )
 
-TARGETS = ("bare", "minimal", "packing", "all", "webhook", "unpacked")
-NO_PACKING = "chatbots.messaging.rabbit.pack-publishes: false\n"
+TARGETS = ("bare", "minimal", "all", "webhook", "all+pack", "webhook+pack")
+PACKING = "chatbots.messaging.rabbit.pack-publishes: true\n"
 HEAD = (
     "| target | accepted/s, median (min-max) | ratio to (a) | ratio to (b) | wrk p99 "
     "| non-200 | ids reused |\n|---|---|---|---|---|---|---|"
@@ -109,17 +106,15 @@ def start_target(target: str, where: Path, vhost_name: str) -> tuple[list[Proc],
         proc = spawn("bare", [PY, str(BENCH / "bare_server.py"), str(port)], where)
         wait_http(f"http://127.0.0.1:{port}/health/ready", proc)
         return [proc], port, None
-    if target in ("minimal", "packing"):
+    if target == "minimal":
         port = free_port()
-        script = "minimal_handler.py" if target == "minimal" else "packing_probe.py"
-        argv = [PY, str(BENCH / script), str(port), vhost_name, f"bench.{target}", SECRET]
+        argv = [PY, str(BENCH / "minimal_handler.py"), str(port), vhost_name, "bench.min", SECRET]
         proc = spawn(target, argv, where)
         wait_port(port, proc)
         return [proc], port, None
-    stubs = start_stubs(where) if target == "all" else None
-    role = "webhook" if target == "unpacked" else target
-    extra = NO_PACKING if target == "unpacked" else ""
-    daemon = start_daemon(where, vhost_name, role, stubs, extra=extra)
+    role, _, pack = target.partition("+")
+    stubs = start_stubs(where) if role == "all" else None
+    daemon = start_daemon(where, vhost_name, role, stubs, extra=PACKING if pack else "")
     procs = [daemon.proc] + ([stubs.proc] if stubs else [])
     return procs, daemon.port, daemon
 
@@ -130,9 +125,6 @@ def measure(target: str, where: Path, warm: Path, bodies: Path, seconds: float) 
         try:
             wrk(port, warm, 2)
             result = wrk(port, bodies, seconds)
-            if target == "packing":
-                stats = json.loads(http_text(f"http://127.0.0.1:{port}/stats"))
-                result["mean_pack"] = stats["deliveries"] / max(stats["packs"], 1)
             if daemon is not None:
                 text = daemon.metrics()  # type: ignore[attr-defined]
                 result["dedupe_hits"] = metric_value(
@@ -180,15 +172,15 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace)
     rows = []
     packs = {
         t: statistics.median(r["mean_pack"] for r in results[t])
-        for t in ("packing", "all", "webhook")
+        for t in ("all+pack", "webhook+pack")
     }
     names = {
         "bare": "(a) bare aiohttp, 200 only",
         "minimal": "(b) minimal: signature + confirmed publish",
-        "packing": "probe: (b) packing concurrent deliveries",
         "all": "daemon `--role all` (bridge in-process)",
         "webhook": "daemon `--role webhook` (roles split)",
-        "unpacked": "daemon `--role webhook`, `pack-publishes = false`",
+        "all+pack": "daemon `--role all`, `pack-publishes = true`",
+        "webhook+pack": "daemon `--role webhook`, `pack-publishes = true`",
     }
     for target in TARGETS:
         runs = results[target]
@@ -202,7 +194,7 @@ def report(results: dict[str, list[dict[str, float]]], args: argparse.Namespace)
             f"| {p99} | {rejected} | {wraps} |"
         )
     verdicts = []
-    for target in ("all", "webhook"):
+    for target in ("all", "webhook", "all+pack", "webhook+pack"):
         vs_b, vs_a = med[target] / med["minimal"], med[target] / med["bare"]
         met_b = "met" if vs_b >= 0.9 else "MISSED"
         met_a = "met" if vs_a >= 0.3 else "MISSED"
@@ -223,12 +215,12 @@ the medians.
 
 {chr(10).join(verdicts)}
 
-Mean deliveries per broker message (median of the runs): probe {packs["packing"]:.1f},
-`all` {packs["all"]:.1f}, `webhook` {packs["webhook"]:.1f}. The daemon packs as the probe
-does (`rabbit.pack-publishes`, on by default): deliveries that arrive while a shard's
-publish is in flight go out together as one broker message once it confirms, each still
-answered 200 only after its own pack is confirmed. The `pack-publishes = false` row is the
-same daemon publishing one message per DM, for comparison.
+With `rabbit.pack-publishes = true` (off by default), deliveries that arrive while a
+shard's publish is in flight go out together as one broker message once it confirms, each
+still answered 200 only after its own pack is confirmed. Mean deliveries per broker
+message (median of the runs): `all` {packs["all+pack"]:.1f}, `webhook`
+{packs["webhook+pack"]:.1f}. It is off by default because a crash before a whole pack is
+done sends its done DMs' replies again (the chaos runs in "Packing" above).
 """
     write_section("ingest", "1. Ingest rate at concurrency 64", body)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from typing import Any
 
@@ -12,6 +13,7 @@ from aiohttp.test_utils import TestServer
 
 from tests.fakes.fake_gateway import FakeGateway, RecordedRequest, ScriptedResponse
 from tests.gateway.conftest import make_message
+from tests.support.waiting import eventually
 
 PATH = "/v1/bots/bot-1/conversations/1-2/messages"
 HEADERS = {"Idempotency-Key": "m1", "X-Request-Id": "m1"}
@@ -177,12 +179,18 @@ async def test_running_context_serves_and_stops_a_slow_bot(
 
     async with fake.running() as base_url:
         assert base_url.startswith("http://127.0.0.1:")
-        with pytest.raises(asyncio.TimeoutError):
-            async with (
-                asyncio.timeout(0.05),
-                session.post(f"{base_url}{PATH}", json=body(), headers=HEADERS),
-            ):
-                pass
+        # Waits until the fake has the request (a fixed client timeout flaked when the
+        # machine was busy: the request was not recorded yet when it fired).
+        request = asyncio.create_task(
+            session.post(f"{base_url}{PATH}", json=body(), headers=HEADERS)
+        )
+        try:
+            await eventually(lambda: fake.requests, timeout=4, what="request recorded")
+            assert not request.done()  # the bot is still "thinking"
+        finally:
+            request.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await request
 
     assert time.monotonic() - started < 5
     assert len(fake.requests) == 1

@@ -231,7 +231,7 @@ async def test_dead_letters_are_kept_and_not_delivered(harness: Harness) -> None
 async def test_prefetch_bounds_unacked_deliveries_of_a_shard(harness: Harness) -> None:
     # RabbitMQ applies prefetch per consumer, i.e. per shard (quorum queues have no
     # channel-wide prefetch): one conversation, so one shard, here. Published one at a
-    # time: RabbitMQ packs envelopes published together, and a pack counts once.
+    # time: with rabbit.pack-publishes, envelopes published together share a message.
     collector = Collector()
     queue = await harness.open(collector, prefetch=2)
     for i in range(4):

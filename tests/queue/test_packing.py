@@ -64,7 +64,7 @@ class Queues:
 
 @pytest.fixture
 async def queues(rabbit_vhost: str) -> AsyncIterator[Queues]:
-    opened = Queues(make_settings(rabbit_vhost))
+    opened = Queues(make_settings(rabbit_vhost, pack_publishes=True))
     yield opened
     await opened.close_all()
 
@@ -99,10 +99,10 @@ async def test_envelopes_published_together_travel_as_one_message_and_arrive_in_
     assert await collector.nothing_for(0.3)
 
 
-async def test_without_pack_publishes_every_envelope_is_its_own_message(
+async def test_packing_is_off_by_default_and_every_envelope_is_its_own_message(
     rabbit_vhost: str,
 ) -> None:
-    queues = Queues(make_settings(rabbit_vhost, pack_publishes=False))
+    queues = Queues(make_settings(rabbit_vhost))
     try:
         publisher = await queues.open()
         await publish_together(publisher, [env(f"m{i}") for i in range(20)])
@@ -112,8 +112,7 @@ async def test_without_pack_publishes_every_envelope_is_its_own_message(
 
 
 async def test_quorum_queues_never_pack(rabbit_vhost: str) -> None:
-    # Giving a pack's unfinished parts back needs priorities, which quorum queues lack.
-    queues = Queues(make_settings(rabbit_vhost, queue_type="quorum"))
+    queues = Queues(make_settings(rabbit_vhost, queue_type="quorum", pack_publishes=True))
     try:
         publisher = await queues.open()
         await publish_together(publisher, [env(f"m{i}") for i in range(10)])
@@ -167,7 +166,9 @@ async def test_a_pack_is_acked_only_once_every_part_is(queues: Queues) -> None:
     assert await queues.depth() == 0
 
 
-async def test_unfinished_parts_given_back_go_ahead_of_later_messages(queues: Queues) -> None:
+async def test_a_pack_with_a_part_requeued_goes_back_whole_ahead_of_later_messages(
+    queues: Queues,
+) -> None:
     publisher = await queues.open()
     await publish_together(publisher, [env(f"m{i}") for i in range(4)])
 
@@ -183,17 +184,19 @@ async def test_unfinished_parts_given_back_go_ahead_of_later_messages(queues: Qu
     assert await collector.nothing_for(0.3)  # m3 still in progress: nothing settled yet
     await m3.ack()
 
-    given_back = await collector.next()
-    assert given_back.envelope.message_id == "m2"
-    assert given_back.redelivered  # the bridge looks for its checkpoint copies, as after a nack
-    await given_back.ack()
+    # In its place, so each conversation stays in order; the done parts come too.
+    again = await receive(collector, 3)
+    assert ids(again) == ["m1", "m2", "m3"]
+    assert all(d.redelivered for d in again)
+    for delivery in again:
+        await delivery.ack()
     later = await collector.next()
     assert later.envelope.message_id == "later"
     await later.ack()
     assert await collector.nothing_for(0.3)
 
 
-async def test_a_pack_whose_parts_are_all_given_back_is_requeued_whole(queues: Queues) -> None:
+async def test_a_pack_whose_parts_are_all_requeued_comes_back_whole(queues: Queues) -> None:
     publisher = await queues.open()
     await publish_together(publisher, [env(f"m{i}") for i in range(4)])
     collector = Collector()
@@ -205,35 +208,6 @@ async def test_a_pack_whose_parts_are_all_given_back_is_requeued_whole(queues: Q
     again = await receive(collector, 3)
     assert ids(again) == ["m1", "m2", "m3"]
     assert all(d.redelivered for d in again)
-    for delivery in again:
-        await delivery.ack()
-    assert await collector.nothing_for(0.3)
-
-
-async def test_when_giving_parts_back_fails_the_whole_pack_comes_again(
-    queues: Queues, rabbit_vhost: str
-) -> None:
-    publisher = await queues.open()
-    await publish_together(publisher, [env(f"m{i}") for i in range(4)])
-    collector = Collector()
-    await queues.open(collector)
-    m0, m1, m2, m3 = await receive(collector, 4)
-    await m0.ack()
-
-    # Set once the pack is held unacked (a length policy also drops ready messages).
-    policy = f"refuse-{uuid.uuid4().hex[:8]}"
-    pattern = f"^{re.escape(queues.shard_queue)}$"
-    set_policy(rabbit_vhost, policy, pattern, '{"max-length": 0, "overflow": "reject-publish"}')
-    try:
-        await m1.ack()
-        await m2.requeue()
-        await m3.ack()  # the last settle: giving m2 back is refused, so all is requeued
-    finally:
-        clear_policy(rabbit_vhost, policy)
-
-    again = await receive(collector, 3)
-    # Nothing lost; the done parts come again too (the bridge drops them as duplicates).
-    assert ids(again) == ["m1", "m2", "m3"]
     for delivery in again:
         await delivery.ack()
     assert await collector.nothing_for(0.3)

@@ -96,11 +96,13 @@ async def start_bridge_env(
     push_token: str | None = None,
     before_start: Callable[[Settings], Awaitable[None]] | None = None,
     gateway: FakeGateway | None = None,
+    rabbit: dict[str, Any] | None = None,
 ) -> BridgeEnv:
     """The daemon in-process (role all) against fakes; ``before_start(settings)`` runs
     before it connects, e.g. to leave messages in its queues. Pass ``gateway`` when its
-    answers must be set before the daemon can consume anything."""
-    base = make_settings(vhost)
+    answers must be set before the daemon can consume anything; ``rabbit`` overrides
+    RabbitSettings fields."""
+    base = make_settings(vhost, **(rabbit or {}))
     x = FakeX(consumer_key=base.auth.consumer_key, consumer_secret=CONSUMER_SECRET)
     for bot in base.bots:
         x.add_user(bot.user_id, token=bot.access_token.value, secret=bot.access_secret.value)

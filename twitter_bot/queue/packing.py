@@ -7,12 +7,14 @@ most one publish in flight; envelopes that arrive meanwhile wait for it and
 then go out together (group commit). A lone envelope is never held back, and
 every caller still returns only once its own envelopes are confirmed.
 
-The consumer hands each envelope of a pack to the bridge as its own delivery.
-The pack is acked once every part is done. When some parts must be given back
-(requeued) while others are done, the unfinished ones are published again at
-the head of the shard and the pack is acked; if that publish fails, the whole
-pack is requeued (nothing is lost; the done parts are deduplicated by id or,
-after a crash, sent again).
+The consumer hands each envelope of a pack to the bridge as its own delivery,
+and acks the pack once every one is done. That is the cost, and why packing is
+off by default (`rabbit.pack-publishes`): a crash, or a requeue at shutdown,
+before the last part of a pack is done delivers the done parts again, and the
+bridge sends their replies again. Requeuing the whole pack in its place keeps
+every conversation in order; publishing the unfinished parts again at the head
+of the shard (and acking the pack) was tried and measured: it put replies out
+of order after a crash (docs/performance.md, "Packing").
 """
 
 from __future__ import annotations
@@ -23,17 +25,10 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
-
 from twitter_bot.queue.base import Envelope, PublishError
-
-log = structlog.get_logger(__name__)
 
 # Header of a broker message that carries a pack: the number of envelopes in it.
 PACK_HEADER = "x-pack"
-# Header of a pack's unfinished parts published again (see PackSettlement): they were
-# delivered before, so the bridge treats them as redelivered.
-GIVEN_BACK_HEADER = "x-given-back"
 
 # Bounds a broker message (envelopes are about 1 KB) and how much one prefetched
 # message holds; a burst beyond it goes out as several packs, one after another.
@@ -121,28 +116,23 @@ class ShardPacker:
 class PackSettlement:
     """The parts of one consumed pack: settles the broker message once every part is.
 
-    ``ack`` and ``requeue`` act on the broker message; ``give_back`` publishes
-    unfinished parts again at the head of their shard.
+    Acked when every part is done. When any part is to be delivered again, the whole
+    pack is requeued: the broker puts it back in its place, so every conversation in
+    it stays in order, and its done parts come again (see the module's docstring).
     """
 
     def __init__(
         self,
-        envelopes: list[Envelope],
+        size: int,
         *,
         ack: Callable[[], Awaitable[Any]],
         requeue: Callable[[], Awaitable[Any]],
-        give_back: SendPack,
     ) -> None:
-        self._envelopes = envelopes
+        self._size = size
         self._ack = ack
         self._requeue = requeue
-        self._give_back = give_back
-        self._unsettled = set(range(len(envelopes)))
-        self._returned: list[int] = []
-
-    @property
-    def envelopes(self) -> list[Envelope]:
-        return self._envelopes
+        self._unsettled = set(range(size))
+        self._returned = 0
 
     async def settle(self, part: int, *, done: bool) -> None:
         """Settle one part (exactly once): done, or to be delivered again."""
@@ -150,20 +140,10 @@ class PackSettlement:
             raise RuntimeError(f"pack part {part} settled twice")
         self._unsettled.discard(part)
         if not done:
-            self._returned.append(part)
+            self._returned += 1
         if self._unsettled:
             return
-        if not self._returned:
-            await self._ack()
-        elif len(self._returned) == len(self._envelopes):
+        if self._returned:
             await self._requeue()
         else:
-            returned = [self._envelopes[i] for i in sorted(self._returned)]
-            try:
-                await self._give_back(returned)
-            except PublishError as exc:
-                # Requeue it all: the done parts come back too and are deduplicated.
-                log.warning("queue.pack_give_back_failed", error=str(exc), parts=len(returned))
-                await self._requeue()
-                return
             await self._ack()

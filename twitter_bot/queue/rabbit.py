@@ -49,7 +49,6 @@ from twitter_bot.queue.base import (
     shard_of,
 )
 from twitter_bot.queue.packing import (
-    GIVEN_BACK_HEADER,
     PACK_HEADER,
     PackSettlement,
     ShardPacker,
@@ -287,8 +286,8 @@ class RabbitPublisher:
     """Publishes persistent, mandatory messages on a confirm channel and waits for the confirms.
 
     With ``pack``, envelopes published at the same moment to one shard go out as one
-    message (queue/packing.py). It needs priorities to give unfinished parts back at
-    the head of their shard, so quorum queues never pack.
+    message (queue/packing.py); classic queues only, the only kind it was measured on
+    (a quorum queue's delivery limit would also count a whole pack's redeliveries).
     """
 
     def __init__(
@@ -394,17 +393,6 @@ class RabbitPublisher:
         if self._on_packed is not None:
             self._on_packed(len(envelopes))
 
-    async def give_back(self, envelopes: list[Envelope]) -> None:
-        """Queue a pack's unfinished parts (all of one shard) again at its head, in order."""
-        exchange = self._require_exchange()
-        routing_key = self._topology.routing_key_for(envelopes[0].conversation_id)
-        extra = {GIVEN_BACK_HEADER: 1}
-        if len(envelopes) == 1:
-            message = _message(envelopes[0], extra_headers=extra, priority=1)
-        else:
-            message = _pack_message(envelopes, extra_headers=extra, priority=1)
-        await self._confirm_all([(exchange, routing_key, message)])
-
     async def park(self, envelopes: list[Envelope]) -> None:
         """Queue envelopes at the head of their shards (priority 1), strictly in this order.
 
@@ -495,16 +483,13 @@ def _message(
     )
 
 
-def _pack_message(
-    envelopes: list[Envelope], extra_headers: dict[str, Any] | None = None, priority: int = 0
-) -> aio_pika.Message:
+def _pack_message(envelopes: list[Envelope]) -> aio_pika.Message:
     return aio_pika.Message(
         body=encode_pack(envelopes),
         content_type="application/json",
         delivery_mode=DeliveryMode.PERSISTENT,
-        priority=priority,
         message_id=f"pack-{envelopes[0].message_id}+{len(envelopes) - 1}",
-        headers={PACK_HEADER: len(envelopes), **(extra_headers or {})},
+        headers={PACK_HEADER: len(envelopes)},
     )
 
 
@@ -573,8 +558,7 @@ class RabbitDelivery:
 
     @property
     def redelivered(self) -> bool:
-        # A pack's parts given back were delivered before, as a redelivery is.
-        return bool(self._message.redelivered or self._message.headers.get(GIVEN_BACK_HEADER))
+        return bool(self._message.redelivered)
 
     async def ack(self) -> None:
         if self._pack is not None:
@@ -606,14 +590,12 @@ class RabbitConsumer:
         prefetch: int,
         deliver: Callable[[RabbitDelivery], None],
         lost: Callable[[], None] | None = None,
-        give_back: Callable[[list[Envelope]], Awaitable[None]] | None = None,
     ) -> None:
         self._connection = connection
         self._topology = topology
         self._prefetch = prefetch
         self._deliver = deliver
         self._lost = lost
-        self._give_back = give_back
         self._channel: AbstractChannel | None = None
         self._consumers: list[tuple[AbstractQueue, str]] = []
         self._last_delivery: dict[int, float] = {}
@@ -673,18 +655,10 @@ class RabbitConsumer:
             self._deliver(RabbitDelivery(message, envelopes[0], channel))
             return
         settlement = PackSettlement(
-            envelopes,
-            ack=message.ack,
-            requeue=partial(message.nack, requeue=True),
-            give_back=self._give_back_parts,
+            len(envelopes), ack=message.ack, requeue=partial(message.nack, requeue=True)
         )
         for part, envelope in enumerate(envelopes):
             self._deliver(RabbitDelivery(message, envelope, channel, (settlement, part)))
-
-    async def _give_back_parts(self, envelopes: list[Envelope]) -> None:
-        if self._give_back is None:
-            raise PublishError("no publisher to give pack parts back with")
-        await self._give_back(envelopes)
 
     async def stop(self) -> None:
         """Stop receiving new deliveries; in-flight ones can still be acked."""
@@ -759,7 +733,6 @@ class RabbitQueue:
             prefetch=prefetch,
             deliver=deliver,
             lost=lost,
-            give_back=self._publisher.give_back,
         )
 
     async def start(self) -> None:
