@@ -6,14 +6,19 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.fakes.fake_gateway import RecordedRequest
+from tests.bridge.test_packing import queued_dm, users_on_one_shard
+from tests.fakes.fake_gateway import RecordedRequest, echo
 from tests.fakes.fake_x import EndpointKind
 from tests.support.process_env import BOT_ID, ProcessEnv, start_process_env
+from twitter_bot.app import build_queue
+from twitter_bot.metrics import Metrics
+from twitter_bot.settings import load_settings
 
 
 @pytest.fixture
@@ -194,3 +199,61 @@ async def test_killed_while_a_conversation_is_parked_newer_messages_still_wait_b
         "echo: second",
         "echo: third",
     ]
+
+
+async def test_killed_with_a_pack_half_done_only_its_unfinished_dm_is_answered_after(
+    crash_env: ProcessEnv,
+) -> None:
+    """rabbit.pack-publishes: three DMs share a broker message; two are answered and the
+    bot call of the third is in flight when the daemon is SIGKILLed. The broker delivers
+    the whole pack again, but the two done DMs left checkpoints that stay queued as long as
+    their pack does: after the restart only the third is answered."""
+    settings = load_settings(crash_env.config)
+    first, fast_a, slow, fast_b = users_on_one_shard(4, shards=settings.rabbit.shards)
+    event_ids = {first: "9200", fast_a: "9201", slow: "9202", fast_b: "9203"}
+    packed = replace(settings, rabbit=replace(settings.rabbit, pack_publishes=True))
+    queue = build_queue(packed, Metrics())
+    await queue.start()
+    try:
+        assert await queue.wait_ready(5)
+        dms = [queued_dm(settings, event_ids[u], u, "hi") for u in event_ids]
+        # The first goes alone; the three published meanwhile share one message.
+        await asyncio.gather(*(queue.publish([dm]) for dm in dms))
+    finally:
+        await queue.stop()
+
+    slow_in_flight = asyncio.Event()
+
+    async def hang_once_for_slow(request: RecordedRequest) -> Any:
+        if request.body["sender"]["id"] == slow and not slow_in_flight.is_set():
+            slow_in_flight.set()
+            await asyncio.sleep(30)
+        return echo(request)
+
+    crash_env.gateway.on_message(BOT_ID, hang_once_for_slow)
+    daemon = await crash_env.start()
+    try:
+        await asyncio.wait_for(slow_in_flight.wait(), 10)
+        deadline = time.monotonic() + 10
+        while not all(_done(daemon.logs, event_ids[u]) for u in (first, fast_a, fast_b)):
+            assert time.monotonic() < deadline, "not done:\n" + "".join(daemon.logs)
+            await asyncio.sleep(0.05)
+        await daemon.kill()  # SIGKILL: the pack is unacked, two of its DMs done
+        daemon = await crash_env.start()
+        await crash_env.x.wait_for_dms(4, timeout=20)
+        await asyncio.sleep(1.0)  # a done DM answered again would show up now
+    finally:
+        await daemon.kill()
+    recipients = [dm.recipient_id for dm in crash_env.x.sent_dms()]
+    assert sorted(recipients) == sorted([first, fast_a, slow, fast_b])
+    asked = [r.body["sender"]["id"] for r in crash_env.gateway.requests_for(BOT_ID)]
+    assert sorted(asked) == sorted([first, fast_a, slow, fast_b, slow])
+
+
+def _done(logs: list[str], message_id: str) -> bool:
+    """Whether the daemon logged ``message_id`` as bridged."""
+    events = [json.loads(line) for line in logs if line.startswith("{")]
+    return any(
+        e.get("event") == "bridge.message_done" and e.get("message_id") == message_id
+        for e in events
+    )

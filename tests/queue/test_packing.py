@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import aio_pika
 import pytest
@@ -17,7 +18,7 @@ from tests.queue.test_contract import Collector
 from tests.queue.test_rabbit import queue_depths
 from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT, clear_policy, set_policy
 from twitter_bot.app import topology_for
-from twitter_bot.queue.base import Envelope, PublishError, QueueDelivery
+from twitter_bot.queue.base import HEADER_CHECKPOINT, Envelope, PublishError, QueueDelivery
 from twitter_bot.queue.packing import PACK_HEADER
 from twitter_bot.queue.rabbit import RabbitQueue
 from twitter_bot.settings import Settings
@@ -211,6 +212,86 @@ async def test_a_pack_whose_parts_are_all_requeued_comes_back_whole(queues: Queu
     for delivery in again:
         await delivery.ack()
     assert await collector.nothing_for(0.3)
+
+
+def checkpoint_of(delivery: QueueDelivery) -> Envelope:
+    """A done part's checkpoint, as the bridge publishes it (twitter_bot/bridge/scheduler.py)."""
+    return replace(delivery.envelope, progress={"answer": [{"type": "text"}], "sent": 1})
+
+
+async def test_only_the_last_open_part_of_a_pack_settles_it(queues: Queues) -> None:
+    publisher = await queues.open()
+    await publish_together(publisher, [env(f"m{i}") for i in range(4)])
+    collector = Collector()
+    await queues.open(collector)
+    m0, m1, m2, m3 = await receive(collector, 4)
+    assert m0.ack_settles  # alone in its message
+    assert not any(part.ack_settles for part in (m1, m2, m3))
+    await m1.ack()
+    await m3.ack()
+    assert m2.ack_settles
+    await m2.requeue()  # the whole pack goes back, so nothing it held was settled
+    again = await receive(collector, 3)
+    assert not any(part.ack_settles for part in again)
+
+
+async def test_a_done_parts_checkpoint_stays_queued_as_long_as_its_pack_does(
+    queues: Queues,
+) -> None:
+    publisher = await queues.open()
+    await publish_together(publisher, [env(f"m{i}") for i in range(4)])
+    first = Collector()
+    consumer = await queues.open(first)
+    m0, m1, m2, m3 = await receive(first, 4)
+    await m0.ack()
+    await m1.ack()
+    await publisher.checkpoint(checkpoint_of(m1))
+    checkpoint = await first.next()
+    assert checkpoint.envelope.headers[HEADER_CHECKPOINT] == 1
+    await checkpoint.ack()  # the bridge is done with it, but m1's pack is still open
+    await m2.ack()
+    await queues.close(consumer)  # m3 unsettled: the pack goes back, the checkpoint with it
+
+    second = Collector()
+    consumer = await queues.open(second)
+    again = await receive(second, 4)
+    # The checkpoint first (priority): whoever gets m1 again learns that it is done.
+    assert [(d.envelope.message_id, d.envelope.progress) for d in again] == [
+        ("m1", {"answer": [{"type": "text"}], "sent": 1}),
+        ("m1", None),
+        ("m2", None),
+        ("m3", None),
+    ]
+    for delivery in again:  # the checkpoint first: it is acked once its pack is
+        await delivery.ack()
+    await queues.close(consumer)
+
+    third = Collector()
+    await queues.open(third)
+    assert await third.nothing_for(0.5)
+    assert await queues.depth() == 0
+
+
+async def test_a_checkpoint_acked_after_its_pack_was_requeued_goes_back_too(
+    queues: Queues,
+) -> None:
+    publisher = await queues.open()
+    await publish_together(publisher, [env(f"m{i}") for i in range(3)])
+    collector = Collector()
+    await queues.open(collector)
+    m0, m1, m2 = await receive(collector, 3)
+    await m0.ack()
+    await m1.ack()
+    await publisher.checkpoint(checkpoint_of(m1))
+    checkpoint = await collector.next()
+    await m2.requeue()  # the pack goes back before the bridge is done with the checkpoint
+    await checkpoint.ack()
+    again = await receive(collector, 3)
+    assert sorted((d.envelope.message_id, bool(d.envelope.progress)) for d in again) == [
+        ("m1", False),
+        ("m1", True),
+        ("m2", False),
+    ]
 
 
 async def test_settling_a_part_twice_is_refused(queues: Queues) -> None:

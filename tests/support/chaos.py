@@ -441,12 +441,14 @@ chatbots.twitter-bot.logging.level: warning
             cause = "bot asked again (no redelivery by X)"
         elif every_part:
             cause = "every reply resent from the checkpoint, bot asked once"
-        elif any(0 <= k - times[0] <= 1.0 for k in self.kill_times):
-            cause = "one reply resent (sent < 1 s before a kill)"
-        elif any(0 <= k - times[0] <= 1.0 for k in self.cut_times):
-            cause = "one reply resent (sent < 1 s before a broker cut)"
+        # "Within 1 s": before the fault, or just after it, before the daemon noticed
+        # (a cut shows only when the proxy's close reaches it).
+        elif any(abs(k - times[0]) <= 1.0 for k in self.kill_times):
+            cause = "one reply resent (sent within 1 s of a kill)"
+        elif any(abs(k - times[0]) <= 1.0 for k in self.cut_times):
+            cause = "one reply resent (sent within 1 s of a broker cut)"
         else:
-            cause = "one reply resent (NOT within 1 s before a kill or cut)"
+            cause = "one reply resent (NOT within 1 s of a kill or cut)"
         # A DM sent just before a SIGKILL may be recorded by FakeX a moment after it.
         faults = self.kill_times + self.cut_times
         if not any(times[0] - 1.0 <= k <= times[-1] for k in faults):

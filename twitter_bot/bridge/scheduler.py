@@ -406,6 +406,8 @@ class ConversationScheduler:
         if isinstance(outcome, Answered):
             return envelope, attempt, 0.0
         if isinstance(outcome, Done):
+            if not delivery.ack_settles:
+                await self._checkpoint_done(envelope)
             await self._finish(delivery, envelope, "delivered")
             return None
         if isinstance(outcome, GiveUp):
@@ -531,6 +533,19 @@ class ConversationScheduler:
         self._checkpointed[envelope.message_id] = self._checkpointed.get(envelope.message_id, 0) + 1
         while len(self._checkpointed) > RECENTLY_COMPLETED:
             del self._checkpointed[next(iter(self._checkpointed))]
+
+    async def _checkpoint_done(self, envelope: Envelope) -> None:
+        """Checkpoint a finished answer whose ack does not settle its broker message yet.
+
+        A part of a pack stays unacked until the pack's other parts are done, and a
+        crash meanwhile delivers it again. The checkpoint (ahead of the pack, like
+        every checkpoint) tells whoever gets them then that nothing is left to send.
+        Best effort: without it, that crash resends this answer, as it would anyway.
+        """
+        if envelope.progress is None or len(_answer(envelope)) > 1:
+            return  # an answer of several replies was checkpointed after its last one
+        with contextlib.suppress(_CheckpointFailed):
+            await self._checkpoint(envelope)
 
     async def _finish(self, delivery: Delivery, envelope: Envelope, outcome: str) -> None:
         self._completed[envelope.message_id] = None

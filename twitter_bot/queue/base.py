@@ -130,6 +130,15 @@ class QueueDelivery(Protocol):
         """
         ...
 
+    @property
+    def ack_settles(self) -> bool:
+        """Whether ack() makes this delivery's broker message done right now.
+
+        False for one part of a pack whose other parts are still in progress: the
+        pack is settled as a whole, so until then a crash delivers this part again.
+        """
+        ...
+
     async def ack(self) -> None: ...
 
     async def requeue(self) -> None: ...

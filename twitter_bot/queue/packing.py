@@ -8,13 +8,16 @@ then go out together (group commit). A lone envelope is never held back, and
 every caller still returns only once its own envelopes are confirmed.
 
 The consumer hands each envelope of a pack to the bridge as its own delivery,
-and acks the pack once every one is done. That is the cost, and why packing is
-off by default (`rabbit.pack-publishes`): a crash, or a requeue at shutdown,
-before the last part of a pack is done delivers the done parts again, and the
-bridge sends their replies again. Requeuing the whole pack in its place keeps
-every conversation in order; publishing the unfinished parts again at the head
-of the shard (and acking the pack) was tried and measured: it put replies out
-of order after a crash (docs/performance.md, "Packing").
+and acks the pack once every one is done; if any has to go back (shutdown, a
+failed park), the whole pack is requeued in its place, which keeps every
+conversation in order. Until the pack is settled, a crash delivers its done
+parts again. So the bridge checkpoints a part that is done while its pack is
+still open, and that checkpoint is settled with the pack (``settle_with``):
+acked when the pack is, requeued when it is. Whoever gets the pack again gets
+the checkpoint first (priority) and does not send those replies again.
+Publishing the unfinished parts again at the head of the shard (and acking the
+pack) was tried and measured: it put replies out of order after a crash
+(docs/performance.md, "Packing").
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ PACK_HEADER = "x-pack"
 MAX_PACK = 64
 
 SendPack = Callable[[list[Envelope]], Awaitable[None]]
+Settle = Callable[[], Awaitable[Any]]
 
 
 def encode_pack(envelopes: list[Envelope]) -> bytes:
@@ -125,14 +129,23 @@ class PackSettlement:
         self,
         size: int,
         *,
-        ack: Callable[[], Awaitable[Any]],
-        requeue: Callable[[], Awaitable[Any]],
+        ack: Settle,
+        requeue: Settle,
     ) -> None:
-        self._size = size
         self._ack = ack
         self._requeue = requeue
         self._unsettled = set(range(size))
         self._returned = 0
+        self._acked: bool | None = None  # once settled: acked (True) or requeued
+        self._followers: list[tuple[Settle, Settle]] = []
+
+    @property
+    def open(self) -> bool:
+        return self._acked is None
+
+    def acked_by(self, part: int) -> bool:
+        """Whether settling ``part`` as done would ack the pack: it is the last one open."""
+        return self._unsettled == {part} and not self._returned
 
     async def settle(self, part: int, *, done: bool) -> None:
         """Settle one part (exactly once): done, or to be delivered again."""
@@ -147,3 +160,20 @@ class PackSettlement:
             await self._requeue()
         else:
             await self._ack()
+        self._acked = not self._returned
+        followers, self._followers = self._followers, []
+        for follower in followers:
+            await self.settle_with(*follower)
+
+    async def settle_with(self, ack: Settle, requeue: Settle) -> None:
+        """Settle another message as this pack is settled: now if it is, else once it is.
+
+        For a checkpoint of a done part: it must stay queued as long as the pack
+        does, or a crash would deliver the part again with nothing to say it is done.
+        """
+        if self._acked is None:
+            self._followers.append((ack, requeue))
+        elif self._acked:
+            await ack()
+        else:
+            await requeue()

@@ -336,10 +336,6 @@ class RabbitPublisher:
             raise PublishError("broker not connected")
         return self._exchange
 
-    @property
-    def packing(self) -> bool:
-        return self._pack
-
     async def publish(self, envelopes: list[Envelope]) -> None:
         """Queue envelopes on their conversations' shards; raise PublishError unless all confirm."""
         main = self._require_exchange()
@@ -540,11 +536,15 @@ class RabbitDelivery:
         envelope: Envelope,
         channel: AbstractChannel,
         pack: tuple[PackSettlement, int] | None = None,
+        holding_pack: Callable[[], PackSettlement | None] | None = None,
     ) -> None:
+        """``pack``: this is that part of a pack. ``holding_pack()``: for a checkpoint,
+        the pack on this channel that holds its message, if any."""
         self._message = message
         self._envelope = envelope
         self._channel = channel
         self._pack = pack
+        self._holding_pack = holding_pack
 
     @property
     def valid(self) -> bool:
@@ -560,10 +560,22 @@ class RabbitDelivery:
     def redelivered(self) -> bool:
         return bool(self._message.redelivered)
 
+    @property
+    def ack_settles(self) -> bool:
+        if self._pack is None:
+            return True
+        settlement, part = self._pack
+        return settlement.acked_by(part)
+
     async def ack(self) -> None:
         if self._pack is not None:
             settlement, part = self._pack
             await settlement.settle(part, done=True)
+            return
+        holding = self._holding_pack() if self._holding_pack is not None else None
+        if holding is not None:
+            # A checkpoint of a message whose pack is still open: it goes with the pack.
+            await holding.settle_with(self._message.ack, partial(self._message.nack, requeue=True))
         else:
             await self._message.ack()
 
@@ -573,6 +585,22 @@ class RabbitDelivery:
             await settlement.settle(part, done=False)
         else:
             await self._message.nack(requeue=True)
+
+
+def _holding_pack(
+    open_packs: dict[str, PackSettlement], message_id: str
+) -> Callable[[], PackSettlement | None]:
+    """The pack a checkpoint of ``message_id`` goes with: the one open when the checkpoint
+    arrived (even if settled since), else one that opened later and is still open."""
+    at_arrival = open_packs.get(message_id)
+
+    def holding() -> PackSettlement | None:
+        if at_arrival is not None:
+            return at_arrival
+        settlement = open_packs.get(message_id)
+        return settlement if settlement is not None and settlement.open else None
+
+    return holding
 
 
 class RabbitConsumer:
@@ -599,6 +627,8 @@ class RabbitConsumer:
         self._channel: AbstractChannel | None = None
         self._consumers: list[tuple[AbstractQueue, str]] = []
         self._last_delivery: dict[int, float] = {}
+        # Message id -> the open pack holding it, on the current channel.
+        self._open_packs: dict[str, PackSettlement] = {}
         self._stopped = False
         connection.on_connected(self._subscribe)
 
@@ -607,6 +637,7 @@ class RabbitConsumer:
             return
         channel = await conn.channel()
         await channel.set_qos(prefetch_count=self._prefetch)
+        self._open_packs = {}  # the old channel's packs went back to the broker
         consumers = []
         for shard in range(self._topology.shards):
             queue = await channel.get_queue(self._topology.shard_queue(shard), ensure=True)
@@ -652,11 +683,25 @@ class RabbitConsumer:
             await message.reject(requeue=False)
             return
         if not message.headers.get(PACK_HEADER):
-            self._deliver(RabbitDelivery(message, envelopes[0], channel))
+            holding = None
+            if message.headers.get(HEADER_CHECKPOINT):
+                holding = _holding_pack(self._open_packs, envelopes[0].message_id)
+            self._deliver(RabbitDelivery(message, envelopes[0], channel, holding_pack=holding))
             return
         settlement = PackSettlement(
             len(envelopes), ack=message.ack, requeue=partial(message.nack, requeue=True)
         )
+        open_packs = self._open_packs
+        ids = [envelope.message_id for envelope in envelopes]
+        for message_id in ids:
+            open_packs[message_id] = settlement
+
+        async def forget() -> None:
+            for message_id in ids:
+                if open_packs.get(message_id) is settlement:
+                    del open_packs[message_id]
+
+        await settlement.settle_with(forget, forget)
         for part, envelope in enumerate(envelopes):
             self._deliver(RabbitDelivery(message, envelope, channel, (settlement, part)))
 

@@ -85,6 +85,10 @@ class SqliteDelivery:
     def valid(self) -> bool:
         return True  # one process owns the file: a lease is only lost with the process
 
+    @property
+    def ack_settles(self) -> bool:
+        return True
+
     async def ack(self) -> None:
         await self._queue._settle(self._row_id, delete=True)
 
