@@ -10,8 +10,10 @@ import time
 from collections import defaultdict
 from typing import Any
 
+import pytest
+
 from tests.conftest import BOT_A_USER_ID, drain_queued
-from tests.fakes.fake_gateway import FakeGateway, RecordedRequest, echo
+from tests.fakes.fake_gateway import FakeGateway, RecordedRequest
 from tests.queue.test_rabbit import queue_depths
 from tests.support.bridge_env import GATEWAY_TOKEN, fast_messaging, start_bridge_env
 from tests.support.deliveries import aaa_delivery, dm_event
@@ -77,12 +79,15 @@ async def test_a_burst_is_packed_and_each_conversation_gets_its_replies_once_in_
     assert 'twitter_bot_bridge_messages_total{outcome="delivered"} 72.0' in metrics
 
 
+@pytest.mark.parametrize("replies", [1, 3])
 async def test_at_shutdown_a_pack_with_a_dm_unfinished_goes_back_whole_and_only_it_is_resent(
-    aiohttp_server: Any, aiohttp_client: Any, rabbit_vhost: str
+    aiohttp_server: Any, aiohttp_client: Any, rabbit_vhost: str, replies: int
 ) -> None:
     """A pack of three DMs: the bot answers two at once and hangs on the third. On shutdown
     the pack goes back whole, in its place, behind checkpoints saying its two done DMs are
-    done: after the restart only the third is answered, and nothing is lost or reordered."""
+    done: after the restart only the third is answered, and nothing is lost or reordered.
+    With several replies per answer the checkpoints come after each reply: the pack keeps
+    only the newest of each DM, so the next consumer cannot resume from an older one."""
     first, fast_a, slow, fast_b = users_on_one_shard(4, shards=8)
     event_ids = {first: "9100", fast_a: "9101", slow: "9102", fast_b: "9103"}
 
@@ -98,10 +103,13 @@ async def test_at_shutdown_a_pack_with_a_dm_unfinished_goes_back_whole_and_only_
             await queue.stop()
         assert sorted((await queue_depths(settings)).values())[-2:] == [0, 2]
 
+    def answer(request: RecordedRequest) -> Any:
+        return [{"type": "text", "text": f"{n}: {request.text}"} for n in range(replies)]
+
     async def hang_for_one_user(request: RecordedRequest) -> Any:
         if request.body["sender"]["id"] == slow:
             await asyncio.sleep(30)
-        return echo(request)
+        return answer(request)
 
     gateway = FakeGateway(token=GATEWAY_TOKEN)
     gateway.on_message("bot-a", hang_for_one_user)
@@ -114,19 +122,27 @@ async def test_at_shutdown_a_pack_with_a_dm_unfinished_goes_back_whole_and_only_
         messaging=fast_messaging(message_timeout=1.0, max_attempts=20),
         rabbit={"pack_publishes": True},
     )
-    await env.x.wait_for_dms(3, timeout=10)
+    await env.x.wait_for_dms(3 * replies, timeout=10)
     await env.client.close()  # shutdown: the slow one is requeued, the rest are done
-    assert sorted(dm.recipient_id for dm in env.x.sent_dms()) == sorted([first, fast_a, fast_b])
+    sent = sorted(dm.recipient_id for dm in env.x.sent_dms())
+    assert sent == sorted([first, fast_a, fast_b] * replies)
 
+    restarted_gateway = FakeGateway(token=GATEWAY_TOKEN)
+    restarted_gateway.on_message("bot-a", answer)
     restarted = await start_bridge_env(
         aiohttp_server,
         aiohttp_client,
         rabbit_vhost,
+        gateway=restarted_gateway,
+        # One message at a time: the first checkpoint it gets must be the newest.
+        messaging=fast_messaging(prefetch=1),
         rabbit={"pack_publishes": True, "queue_prefix": env.settings.rabbit.queue_prefix},
     )
-    await restarted.x.wait_for_dms(1, timeout=10)
+    await restarted.x.wait_for_dms(replies, timeout=10)
     await asyncio.sleep(0.5)  # a done DM answered again would show up now
-    assert [(dm.recipient_id, dm.text) for dm in restarted.x.sent_dms()] == [(slow, "echo: hi")]
+    assert [(dm.recipient_id, dm.text) for dm in restarted.x.sent_dms()] == [
+        (slow, f"{n}: hi") for n in range(replies)
+    ]
     assert [r.body["sender"]["id"] for r in restarted.gateway.requests_for("bot-a")] == [slow]
     await restarted.client.close()
     assert await drain_queued(restarted.settings) == []

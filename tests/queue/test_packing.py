@@ -9,6 +9,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from typing import Any
 
 import aio_pika
 import pytest
@@ -19,7 +20,7 @@ from tests.queue.test_rabbit import queue_depths
 from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT, clear_policy, set_policy
 from twitter_bot.app import topology_for
 from twitter_bot.queue.base import HEADER_CHECKPOINT, Envelope, PublishError, QueueDelivery
-from twitter_bot.queue.packing import PACK_HEADER
+from twitter_bot.queue.packing import PACK_HEADER, PackSettlement
 from twitter_bot.queue.rabbit import RabbitQueue
 from twitter_bot.settings import Settings
 
@@ -351,3 +352,32 @@ async def dead_letter_bodies(settings: Settings) -> list[bytes]:
         while (message := await queue.get(fail=False, no_ack=True)) is not None:
             bodies.append(message.body)
     return bodies
+
+
+async def test_a_pack_keeps_only_the_newest_checkpoint_of_each_dm() -> None:
+    """PackSettlement.settle_with: of the messages with one key, the highest rank is kept
+    until the pack settles; the others are acked at once, also after the pack settled."""
+    events: list[str] = []
+
+    def recorder(name: str) -> tuple[Any, Any]:
+        async def ack() -> None:
+            events.append(f"ack {name}")
+
+        async def requeue() -> None:
+            events.append(f"requeue {name}")
+
+        return ack, requeue
+
+    pack_ack, pack_requeue = recorder("pack")
+    pack = PackSettlement(2, ack=pack_ack, requeue=pack_requeue)
+    await pack.settle_with(*recorder("m1 c1"), key="m1", rank=1)
+    await pack.settle_with(*recorder("m1 c3"), key="m1", rank=3)  # newer: c1 goes
+    await pack.settle_with(*recorder("m1 c2"), key="m1", rank=2)  # older than the kept c3
+    await pack.settle_with(*recorder("m2 c1"), key="m2", rank=1)
+    assert events == ["ack m1 c1", "ack m1 c2"]
+    await pack.settle(0, done=True)
+    await pack.settle(1, done=False)
+    assert events[2:] == ["requeue pack", "requeue m1 c3", "requeue m2 c1"]
+    await pack.settle_with(*recorder("m1 c0"), key="m1", rank=0)  # older than c3, requeued
+    await pack.settle_with(*recorder("m3 c1"), key="m3", rank=1)
+    assert events[5:] == ["ack m1 c0", "requeue m3 c1"]

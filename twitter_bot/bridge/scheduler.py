@@ -174,16 +174,29 @@ class ConversationScheduler:
                     await task
         leftovers = [d for queue in self._queues.values() for d in queue if d.valid]
         self._queues.clear()
-        await self._settle_late(leftovers)
+        # Our checkpoints, as they come back, before anything is requeued (see
+        # _settle_late); some may already be here, behind their finished messages.
         deadline = self._clock() + checkpoint_wait
-        while self._checkpointed and self._clock() < deadline:
-            await asyncio.sleep(0.02)
+        while True:
             late, self._late = self._late, []
-            await self._settle_late(late)
-        await self._settle_late(self._late)
-        self._late = []
+            held = leftovers + late
+            leftovers = [d for d in held if not d.envelope.headers.get(HEADER_CHECKPOINT)]
+            await self._settle_late([d for d in held if d.envelope.headers.get(HEADER_CHECKPOINT)])
+            if not self._checkpointed or self._clock() >= deadline:
+                break
+            await asyncio.sleep(0.02)
+        await self._settle_late(leftovers)
+        late, self._late = self._late, []
+        await self._settle_late(late)
 
     async def _settle_late(self, deliveries: list[Delivery]) -> None:
+        """Ack the checkpoints of finished messages, then requeue everything else.
+
+        In that order: a checkpoint of a DM whose pack is still open goes with the
+        pack, which keeps the newest one of each DM; once the pack is requeued, a
+        copy acked later would go back too, maybe an older one ahead of the newest.
+        """
+        requeue = []
         for delivery in deliveries:
             envelope = delivery.envelope
             done = envelope.message_id in self._completed
@@ -191,7 +204,9 @@ class ConversationScheduler:
                 self._seen_own_checkpoint(envelope.message_id)
                 await self._settle(delivery)
             else:
-                await self._requeue(delivery)
+                requeue.append(delivery)
+        for delivery in requeue:
+            await self._requeue(delivery)
 
     async def _drain(self, conversation: str) -> None:
         queue = self._queues[conversation]

@@ -137,7 +137,8 @@ class PackSettlement:
         self._unsettled = set(range(size))
         self._returned = 0
         self._acked: bool | None = None  # once settled: acked (True) or requeued
-        self._followers: list[tuple[Settle, Settle]] = []
+        self._followers: dict[object, tuple[int, Settle, Settle]] = {}
+        self._settled_ranks: dict[object, int] = {}
 
     @property
     def open(self) -> bool:
@@ -161,19 +162,33 @@ class PackSettlement:
         else:
             await self._ack()
         self._acked = not self._returned
-        followers, self._followers = self._followers, []
-        for follower in followers:
-            await self.settle_with(*follower)
+        followers, self._followers = self._followers, {}
+        self._settled_ranks = {slot: rank for slot, (rank, _, _) in followers.items()}
+        for _, ack, requeue in followers.values():
+            await (ack if self._acked else requeue)()
 
-    async def settle_with(self, ack: Settle, requeue: Settle) -> None:
+    async def settle_with(
+        self, ack: Settle, requeue: Settle, key: str | None = None, rank: int = 0
+    ) -> None:
         """Settle another message as this pack is settled: now if it is, else once it is.
 
         For a checkpoint of a done part: it must stay queued as long as the pack
         does, or a crash would deliver the part again with nothing to say it is done.
+        Of the messages given the same ``key`` (checkpoints of one DM) only the one
+        of highest ``rank`` (the newest) is kept; the others are acked at once. After
+        a crash the next consumer must find the newest among the first it is sent,
+        not behind older copies that would have it send replies again.
         """
+        slot = key if key is not None else object()
         if self._acked is None:
-            self._followers.append((ack, requeue))
-        elif self._acked:
-            await ack()
+            kept = self._followers.get(slot)
+            if kept is not None and kept[0] > rank:
+                await ack()  # superseded by the one kept
+                return
+            self._followers[slot] = (rank, ack, requeue)
+            if kept is not None:
+                await kept[1]()
+        elif self._acked or self._settled_ranks.get(slot, rank) > rank:
+            await ack()  # with the pack, or superseded by a newer one requeued with it
         else:
             await requeue()

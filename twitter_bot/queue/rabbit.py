@@ -575,7 +575,13 @@ class RabbitDelivery:
         holding = self._holding_pack() if self._holding_pack is not None else None
         if holding is not None:
             # A checkpoint of a message whose pack is still open: it goes with the pack.
-            await holding.settle_with(self._message.ack, partial(self._message.nack, requeue=True))
+            await holding.settle_with(
+                self._message.ack,
+                partial(self._message.nack, requeue=True),
+                key=self._envelope.message_id,
+                # A DM's checkpoints are published, so delivered, oldest first.
+                rank=self._message.delivery_tag or 0,
+            )
         else:
             await self._message.ack()
 
