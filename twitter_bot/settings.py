@@ -214,9 +214,9 @@ class RabbitSettings:
     # How often a worker checks which shards it is the active consumer of.
     shard_probe_interval: float = 5.0
     # Envelopes published at the same moment to one shard go out as one broker
-    # message (classic queues only): about twice the deliveries per second, but a
-    # crash before a whole pack is done sends its done DMs' replies again.
-    pack_publishes: bool = False
+    # message (classic queues only): two to three times the deliveries per second
+    # (docs/performance.md, section 1). Off: one broker message per DM.
+    pack_publishes: bool = True
 
 
 @dataclass(frozen=True)

@@ -101,16 +101,17 @@ async def test_envelopes_published_together_travel_as_one_message_and_arrive_in_
     assert await collector.nothing_for(0.3)
 
 
-async def test_packing_is_off_by_default_and_every_envelope_is_its_own_message(
+async def test_packing_is_on_by_default_and_off_sends_every_envelope_alone(
     rabbit_vhost: str,
 ) -> None:
-    queues = Queues(make_settings(rabbit_vhost))
-    try:
-        publisher = await queues.open()
-        await publish_together(publisher, [env(f"m{i}") for i in range(20)])
-        assert await queues.depth() == 20
-    finally:
-        await queues.close_all()
+    for overrides, depth in (({}, 2), ({"pack_publishes": False}, 20)):
+        queues = Queues(make_settings(rabbit_vhost, **overrides))
+        try:
+            publisher = await queues.open()
+            await publish_together(publisher, [env(f"m{i}") for i in range(20)])
+            assert await queues.depth() == depth, overrides  # m0, then m1-m19 as one pack
+        finally:
+            await queues.close_all()
 
 
 async def test_quorum_queues_never_pack(rabbit_vhost: str) -> None:
