@@ -6,18 +6,15 @@ import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.bridge.test_packing import queued_dm, users_on_one_shard
+from tests.bridge.test_packing import publish_one_then_a_pack, users_on_one_shard
 from tests.fakes.fake_gateway import RecordedRequest, echo
 from tests.fakes.fake_x import EndpointKind
 from tests.support.process_env import BOT_ID, ProcessEnv, start_process_env
-from twitter_bot.app import build_queue
-from twitter_bot.metrics import Metrics
 from twitter_bot.settings import load_settings
 
 
@@ -211,16 +208,7 @@ async def test_killed_with_a_pack_half_done_only_its_unfinished_dm_is_answered_a
     settings = load_settings(crash_env.config)
     first, fast_a, slow, fast_b = users_on_one_shard(4, shards=settings.rabbit.shards)
     event_ids = {first: "9200", fast_a: "9201", slow: "9202", fast_b: "9203"}
-    packed = replace(settings, rabbit=replace(settings.rabbit, pack_publishes=True))
-    queue = build_queue(packed, Metrics())
-    await queue.start()
-    try:
-        assert await queue.wait_ready(5)
-        dms = [queued_dm(settings, event_ids[u], u, "hi") for u in event_ids]
-        # The first goes alone; the three published meanwhile share one message.
-        await asyncio.gather(*(queue.publish([dm]) for dm in dms))
-    finally:
-        await queue.stop()
+    await publish_one_then_a_pack(settings, event_ids)
 
     slow_in_flight = asyncio.Event()
 

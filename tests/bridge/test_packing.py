@@ -8,6 +8,7 @@ import itertools
 import re
 import time
 from collections import defaultdict
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -43,6 +44,20 @@ def queued_dm(settings: Settings, event_id: str, user: str, text: str) -> Envelo
     delivery = aaa_delivery(BOT_A_USER_ID, dm_event(event_id, user, BOT_A_USER_ID, text))
     [message] = parse_delivery(delivery, bots).messages
     return envelope_for(message, time.time())
+
+
+async def publish_one_then_a_pack(settings: Settings, event_ids: dict[str, str]) -> None:
+    """Queue a "hi" DM from each user (by event id) at once, with packing: the first goes
+    alone, those published while it is in flight share one broker message."""
+    packed = replace(settings, rabbit=replace(settings.rabbit, pack_publishes=True))
+    queue = build_queue(packed, Metrics())
+    await queue.start()
+    try:
+        assert await queue.wait_ready(5)
+        dms = [queued_dm(settings, event_id, user, "hi") for user, event_id in event_ids.items()]
+        await asyncio.gather(*(queue.publish([dm]) for dm in dms))
+    finally:
+        await queue.stop()
 
 
 def metric_value(metrics: str, name: str) -> float:
@@ -92,15 +107,7 @@ async def test_at_shutdown_a_pack_with_a_dm_unfinished_goes_back_whole_and_only_
     event_ids = {first: "9100", fast_a: "9101", slow: "9102", fast_b: "9103"}
 
     async def queued(settings: Settings) -> None:
-        queue = build_queue(settings, Metrics())
-        await queue.start()
-        try:
-            assert await queue.wait_ready(5)
-            dms = [queued_dm(settings, event_ids[u], u, "hi") for u in event_ids]
-            # The first goes alone; the three published meanwhile share one message.
-            await asyncio.gather(*(queue.publish([dm]) for dm in dms))
-        finally:
-            await queue.stop()
+        await publish_one_then_a_pack(settings, event_ids)
         assert sorted((await queue_depths(settings)).values())[-2:] == [0, 2]
 
     def answer(request: RecordedRequest) -> Any:

@@ -15,7 +15,7 @@ import aio_pika
 import pytest
 
 from tests.conftest import make_settings
-from tests.queue.test_contract import Collector
+from tests.queue.test_contract import Collector, Harness
 from tests.queue.test_rabbit import queue_depths
 from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT, clear_policy, set_policy
 from twitter_bot.app import topology_for
@@ -31,29 +31,15 @@ def env(message_id: str, conversation: str = CONVERSATION) -> Envelope:
     return Envelope("dm", message_id, conversation, {"text": message_id}, time.time())
 
 
-class Queues:
+class Queues(Harness):
     """Opens RabbitQueues over one settings (one prefix); stops them all at the end."""
 
     def __init__(self, settings: Settings) -> None:
+        super().__init__(
+            lambda: RabbitQueue(settings.rabbit, topology_for(settings)),
+            dead_letters=lambda queue: None,
+        )
         self.settings = settings
-        self._open: list[RabbitQueue] = []
-
-    async def open(self, collector: Collector | None = None, prefetch: int = 10) -> RabbitQueue:
-        queue = RabbitQueue(self.settings.rabbit, topology_for(self.settings))
-        if collector is not None:
-            queue.consume(prefetch, collector)
-        await queue.start()
-        assert await queue.wait_ready(5)
-        self._open.append(queue)
-        return queue
-
-    async def close(self, queue: RabbitQueue) -> None:
-        await queue.stop()
-        self._open.remove(queue)
-
-    async def close_all(self) -> None:
-        for queue in list(self._open):
-            await self.close(queue)
 
     @property
     def shard_queue(self) -> str:
@@ -78,6 +64,14 @@ async def publish_together(queue: RabbitQueue, envelopes: list[Envelope]) -> Non
 
 async def receive(collector: Collector, count: int) -> list[QueueDelivery]:
     return [await collector.next() for _ in range(count)]
+
+
+async def assert_nothing_left(queues: Queues) -> None:
+    """Nothing queued, and nothing unacked either: a new consumer gets nothing."""
+    collector = Collector()
+    await queues.open(collector)
+    assert await collector.nothing_for(0.5)
+    assert await queues.depth() == 0
 
 
 def ids(deliveries: list[QueueDelivery]) -> list[str]:
@@ -163,10 +157,7 @@ async def test_a_pack_is_acked_only_once_every_part_is(queues: Queues) -> None:
         await delivery.ack()
     await queues.close(consumer)
 
-    third = Collector()
-    await queues.open(third)
-    assert await third.nothing_for(0.5)
-    assert await queues.depth() == 0
+    await assert_nothing_left(queues)
 
 
 async def test_a_pack_with_a_part_requeued_goes_back_whole_ahead_of_later_messages(
@@ -268,10 +259,7 @@ async def test_a_done_parts_checkpoint_stays_queued_as_long_as_its_pack_does(
         await delivery.ack()
     await queues.close(consumer)
 
-    third = Collector()
-    await queues.open(third)
-    assert await third.nothing_for(0.5)
-    assert await queues.depth() == 0
+    await assert_nothing_left(queues)
 
 
 async def test_a_checkpoint_acked_after_its_pack_was_requeued_goes_back_too(
