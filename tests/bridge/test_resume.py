@@ -84,6 +84,47 @@ async def test_a_redelivered_parked_copy_resumes_from_the_checkpoint_queued_behi
     assert 'twitter_bot_bridge_messages_total{outcome="delivered"} 1.0' in metrics
 
 
+async def test_a_crashed_workers_first_checkpoint_waits_for_a_newer_one_before_sending(
+    aiohttp_server: Any, aiohttp_client: Any, rabbit_vhost: str
+) -> None:
+    """After a crash, the worker taking over can get a message's first checkpoint (answer
+    known, nothing sent) before the newer one saying both replies are out: prefetch holds
+    it back (here, a late publish). Resuming from the first would send both again; it
+    waits for a newer copy, or for the message itself, queued behind every checkpoint."""
+    envelope: Envelope | None = None
+
+    async def checkpoint(settings: Settings, sent: int, *, message: bool = False) -> None:
+        nonlocal envelope
+        queue = build_queue(settings, Metrics())
+        await queue.start()
+        try:
+            assert await queue.wait_ready(5)
+            envelope = envelope or queued_dm(settings, "8301", "hello")
+            await queue.checkpoint(replace(envelope, progress={"answer": ANSWER, "sent": sent}))
+            if message:
+                await queue.publish([envelope])
+        finally:
+            await queue.stop()
+
+    env = await start_bridge_env(
+        aiohttp_server,
+        aiohttp_client,
+        rabbit_vhost,
+        before_start=lambda settings: checkpoint(settings, 0),
+    )
+    await asyncio.sleep(0.5)  # the first checkpoint has been in the bridge for a while
+    await checkpoint(env.settings, 2, message=True)
+
+    done = 'twitter_bot_bridge_messages_total{outcome="delivered"} 1.0'
+    deadline = time.monotonic() + 10
+    while done not in await env.metrics():
+        assert time.monotonic() < deadline, "the message was never bridged"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.5)  # a reply sent from the first checkpoint would show up now
+    assert env.x.sent_dms() == []
+    assert env.gateway.requests == []
+
+
 async def test_checkpoints_the_broker_refuses_while_the_link_is_fine_do_not_stop_the_answer(
     aiohttp_server: Any, aiohttp_client: Any, rabbit_vhost: str
 ) -> None:

@@ -61,6 +61,9 @@ log = structlog.get_logger(__name__)
 RECENTLY_COMPLETED = 10_000
 # How long a copy redelivered after a crash waits for its newer checkpoint siblings.
 CHECKPOINT_SIBLING_WAIT = 0.1
+# How long a crashed process's checkpoint of an unfinished answer waits at most for a
+# newer copy or its message to arrive (prefetch can hold them back).
+CHECKPOINT_ORIGINAL_WAIT = 2.0
 # How long a conversation about to be parked waits for its parked copies still on
 # their way back (normally milliseconds), so the new copies go in behind them.
 IN_TRANSIT_WAIT = 2.0
@@ -236,6 +239,8 @@ class ConversationScheduler:
             if await self._checkpoint_is_stale(delivery, queue):
                 await self._settle(delivery)
                 return True
+            if self._closing.is_set():
+                return False  # it waited for its siblings until closing: close() requeues it
         elif envelope.message_id in self._completed and not envelope.headers.get(HEADER_REDRIVEN):
             # A redelivery after a lost ack, or X's duplicate accepted by another
             # webhook instance (both copies land on this shard): done already.
@@ -291,15 +296,39 @@ class ConversationScheduler:
             return True
         sent = _sent(delivery.envelope)
         siblings = await self._checkpoint_siblings(delivery, queue)
-        return any(_sent(other.envelope) >= sent for other in siblings)
+        if sent >= len(_answer(delivery.envelope)):
+            return any(_sent(other.envelope) >= sent for other in siblings)
+        # Resuming an unfinished answer sends its next reply: first make sure no newer
+        # copy says it is out. Newer copies are queued behind this one, and the message
+        # itself behind every checkpoint, but prefetch may not have delivered them yet.
+        deadline = asyncio.get_running_loop().time() + CHECKPOINT_ORIGINAL_WAIT
+        while not any(_sent(other.envelope) >= sent for other in siblings):
+            arrived = any(
+                other.envelope.message_id == message_id
+                and not other.envelope.headers.get(HEADER_CHECKPOINT)
+                for other in queue
+            )
+            if arrived or asyncio.get_running_loop().time() >= deadline:
+                return False
+            if self._closing.is_set() or not delivery.valid:
+                return False
+            await asyncio.sleep(0.02)
+            siblings = self._siblings_now(delivery, queue)
+        return True
 
-    @staticmethod
-    async def _checkpoint_siblings(delivery: Delivery, queue: deque[Delivery]) -> list[Delivery]:
+    @classmethod
+    async def _checkpoint_siblings(
+        cls, delivery: Delivery, queue: deque[Delivery]
+    ) -> list[Delivery]:
         """The other checkpoint copies of this delivery's message queued with it.
 
         Waits a moment first: after a crash, a message's copies arrive together.
         """
         await asyncio.sleep(CHECKPOINT_SIBLING_WAIT)
+        return cls._siblings_now(delivery, queue)
+
+    @staticmethod
+    def _siblings_now(delivery: Delivery, queue: deque[Delivery]) -> list[Delivery]:
         message_id = delivery.envelope.message_id
         return [
             other
