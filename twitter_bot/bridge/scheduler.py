@@ -391,7 +391,7 @@ class ConversationScheduler:
                 if not delivery.valid:  # the link dropped while it waited for the slot
                     self._abandon()
                     return True
-                step = await self._step(delivery, envelope, attempt, queue)
+                step = await self._step(delivery, envelope, attempt)
             if step is None:
                 return True
             envelope, attempt, not_before = step
@@ -439,7 +439,7 @@ class ConversationScheduler:
                 raise _DeliveryLost from None
 
     async def _step(
-        self, delivery: Delivery, envelope: Envelope, attempt: int, queue: deque[Delivery]
+        self, delivery: Delivery, envelope: Envelope, attempt: int
     ) -> tuple[Envelope, int, float] | None:
         """One processor call and what follows from it: None once the delivery is settled,
         else the envelope, attempt count and retry time to go on with."""
@@ -452,8 +452,6 @@ class ConversationScheduler:
         if isinstance(outcome, Done):
             if not delivery.ack_settles:
                 await self._checkpoint_done(envelope)
-            if delivery.envelope.headers.get(HEADER_CHECKPOINT):
-                await self._until_message_arrives(delivery, queue)
             await self._finish(delivery, envelope, "delivered")
             return None
         if isinstance(outcome, GiveUp):
@@ -579,27 +577,6 @@ class ConversationScheduler:
         self._checkpointed[envelope.message_id] = self._checkpointed.get(envelope.message_id, 0) + 1
         while len(self._checkpointed) > RECENTLY_COMPLETED:
             del self._checkpointed[next(iter(self._checkpointed))]
-
-    async def _until_message_arrives(self, delivery: Delivery, queue: deque[Delivery]) -> None:
-        """Hold a crashed process's checkpoint, now finished here, until its message arrives.
-
-        The message comes after every checkpoint (priority), maybe in a pack. Acked
-        before that pack is here, the checkpoint could not stay queued with it, and a
-        crash before the pack is acked would leave the DM with no checkpoint: it would
-        be asked and answered again. Bounded: the message may have been acked already.
-        """
-        message_id = delivery.envelope.message_id
-        deadline = asyncio.get_running_loop().time() + CHECKPOINT_ORIGINAL_WAIT
-        while asyncio.get_running_loop().time() < deadline:
-            if any(
-                other.envelope.message_id == message_id
-                and not other.envelope.headers.get(HEADER_CHECKPOINT)
-                for other in queue
-            ):
-                return
-            if self._closing.is_set() or not delivery.valid:
-                return
-            await asyncio.sleep(0.02)
 
     async def _checkpoint_done(self, envelope: Envelope) -> None:
         """Checkpoint a finished answer whose ack does not settle its broker message yet.
