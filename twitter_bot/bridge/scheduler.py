@@ -308,9 +308,8 @@ class ConversationScheduler:
                 and not other.envelope.headers.get(HEADER_CHECKPOINT)
                 for other in queue
             )
-            if arrived or asyncio.get_running_loop().time() >= deadline:
-                return False
-            if self._closing.is_set() or not delivery.valid:
+            gave_up = asyncio.get_running_loop().time() >= deadline or self._closing.is_set()
+            if arrived or gave_up or not delivery.valid:
                 return False
             await asyncio.sleep(0.02)
             siblings = self._siblings_now(delivery, queue)

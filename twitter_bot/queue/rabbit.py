@@ -568,13 +568,12 @@ class RabbitDelivery:
         return settlement.acked_by(part)
 
     async def ack(self) -> None:
+        holding = self._holding_pack() if self._holding_pack is not None else None
         if self._pack is not None:
             settlement, part = self._pack
             await settlement.settle(part, done=True)
-            return
-        holding = self._holding_pack() if self._holding_pack is not None else None
-        if holding is not None:
-            # A checkpoint of a message whose pack is still open: it goes with the pack.
+        elif holding is not None:
+            # A checkpoint of a message in a pack: it is settled as the pack is.
             await holding.settle_with(
                 self._message.ack,
                 partial(self._message.nack, requeue=True),
