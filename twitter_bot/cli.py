@@ -129,7 +129,12 @@ def secret_values(settings: Settings) -> list[str]:
 
 
 def _run(settings: Settings, role: Role) -> int:
-    configure_logging(settings.logging.level, settings.logging.format, secret_values(settings))
+    configure_logging(
+        settings.logging.level,
+        settings.logging.format,
+        secret_values(settings),
+        cache_loggers=True,
+    )
     asyncio.run(serve(settings, role))
     return 0
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from collections.abc import Iterable, MutableMapping
 from typing import Any, TextIO
 
+import orjson
 import structlog
 
 REDACTED = "[redacted]"
@@ -61,6 +63,20 @@ class SecretRedactor:
         return event_dict
 
 
+def _json_line(event_dict: Any, **kwargs: Any) -> str:
+    """structlog's JSON serializer: orjson (about twice as fast per line), json as fallback.
+
+    orjson refuses a string with a lone surrogate and integers beyond 64 bits; a log
+    line must never fail, so json writes those.
+    """
+    try:
+        return orjson.dumps(
+            event_dict, default=kwargs.get("default"), option=orjson.OPT_NON_STR_KEYS
+        ).decode()
+    except TypeError:
+        return json.dumps(event_dict, **kwargs)
+
+
 class _NamedWriteLogger(structlog.WriteLogger):
     """structlog's own line writer, carrying the name it was created with (``logger``)."""
 
@@ -74,11 +90,16 @@ def configure_logging(
     fmt: str = "auto",
     secrets: Iterable[str] = (),
     stream: TextIO | None = None,
+    cache_loggers: bool = False,
 ) -> None:
     """Configure structlog, and render stdlib logging (aiohttp's, aio-pika's) the same way.
 
     Our own events are rendered and written by structlog directly: routed through
     stdlib logging they cost twice as much, and the webhook writes one per DM.
+    ``cache_loggers`` is for a process that configures logging once (the daemon):
+    each module's logger is then built on first use, not on every call. Tests
+    configure logging again and again; a cached logger would keep writing where the
+    first configuration pointed.
     """
     out = stream or sys.stderr
     use_console = fmt == "console" or (fmt == "auto" and out.isatty())
@@ -94,7 +115,7 @@ def configure_logging(
     renderer: Any = (
         structlog.dev.ConsoleRenderer(colors=out.isatty())
         if use_console
-        else structlog.processors.JSONRenderer()
+        else structlog.processors.JSONRenderer(serializer=_json_line)
     )
     numeric_level = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
 
@@ -105,9 +126,7 @@ def configure_logging(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
         logger_factory=write_logger,
-        # Off: tests configure logging again and again, and a cached logger would
-        # keep writing where the first configuration pointed.
-        cache_logger_on_first_use=False,
+        cache_logger_on_first_use=cache_loggers,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=shared[:-2],

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from twitter_bot import jsoncodec
 
 
 class PublishError(Exception):
@@ -43,16 +44,12 @@ class Envelope:
         }
         if self.progress is not None:
             data["progress"] = self.progress
-        try:
-            return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
-        except UnicodeEncodeError:
-            # A lone UTF-16 surrogate (X can send one) has no UTF-8 form: escape it.
-            return json.dumps(data, separators=(",", ":"), ensure_ascii=True).encode()
+        return jsoncodec.dumps(data)
 
     @classmethod
     def decode(cls, body: bytes, headers: Mapping[str, Any] | None = None) -> Envelope:
         """Parse an encoded envelope; raises ValueError (or KeyError/TypeError) when malformed."""
-        return cls.from_dict(json.loads(body), headers)
+        return cls.from_dict(jsoncodec.loads(body), headers)
 
     @classmethod
     def from_dict(cls, data: Any, headers: Mapping[str, Any] | None = None) -> Envelope:

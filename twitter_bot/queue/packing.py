@@ -24,10 +24,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from twitter_bot import jsoncodec
 from twitter_bot.queue.base import Envelope, PublishError
 
 # Header of a broker message that carries a pack: the number of envelopes in it.
@@ -48,7 +48,7 @@ def encode_pack(envelopes: list[Envelope]) -> bytes:
 
 def decode_pack(body: bytes) -> list[Envelope]:
     """The envelopes of a pack; raises ValueError (or KeyError/TypeError) when malformed."""
-    entries = json.loads(body)
+    entries = jsoncodec.loads(body)
     if not isinstance(entries, list) or not entries:
         raise ValueError("a pack is a non-empty JSON array of envelopes")
     return [Envelope.from_dict(entry) for entry in entries]

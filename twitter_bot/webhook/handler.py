@@ -7,7 +7,6 @@ broker; any doubt is a 503 so that X redelivers. Bad input is a 4xx, never a 500
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from dataclasses import dataclass
 import structlog
 from aiohttp import web
 
+from twitter_bot import jsoncodec
 from twitter_bot.metrics import Metrics
 from twitter_bot.models import IncomingMessage
 from twitter_bot.queue.base import Envelope, Publisher, PublishError
@@ -69,6 +69,7 @@ class WebhookHandler:
         self._recent_ids = recent_ids
         self._metrics = metrics
         self._on_accepted = on_accepted
+        self._accepted = metrics.deliveries.labels("accepted")
 
     def add_routes(self, app: web.Application, path: str) -> None:
         app.router.add_get(path, self.crc)
@@ -95,7 +96,7 @@ class WebhookHandler:
             log.warning("webhook.bad_signature", has_header=SIGNATURE_HEADER in request.headers)
             return _error(401, "invalid signature")
         try:
-            parsed = parse_delivery(json.loads(body), self._bot_ids)
+            parsed = parse_delivery(jsoncodec.loads(body), self._bot_ids)
         except (ValueError, RecursionError, InvalidDelivery) as exc:
             # RecursionError: JSON nested deeper than the parser's stack allows.
             self._metrics.deliveries.labels("invalid").inc()
@@ -135,9 +136,10 @@ class WebhookHandler:
         if not (published and all(copies)):
             self._metrics.deliveries.labels("unavailable").inc()
             return _error(503, "queue unavailable, retry later")
-        self._metrics.deliveries.labels("accepted").inc()
+        self._accepted.inc()
         self._metrics.messages_queued.inc(len(batch.to_publish))
-        return web.json_response({"queued": len(batch.to_publish), "duplicates": duplicates})
+        answer = {"queued": len(batch.to_publish), "duplicates": duplicates}
+        return web.Response(body=jsoncodec.dumps(answer), content_type="application/json")
 
     async def _publish(self, messages: list[IncomingMessage]) -> bool:
         if not messages:

@@ -1,0 +1,40 @@
+"""JSON on the per-message paths: orjson where it gives what the standard library gives.
+
+The webhook parses every delivery, the queue encodes and decodes every envelope and
+the log writes a line per DM; with the standard library's json these were about a
+tenth of the webhook's CPU time per delivery (docs/performance.md, "orjson").
+orjson differs from json in three ways that matter here, and each goes to json:
+it refuses a lone UTF-16 surrogate escape (X can send one) and bodies that are not
+UTF-8, and it reads an integer beyond 64 bits as a float.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import orjson
+
+# A number orjson would read as a float: 20 digits or more, or 19 after a minus sign.
+# Also matches digit runs inside strings; those take the slower, equally exact path.
+_MAYBE_BEYOND_64_BITS = re.compile(rb"\d{20}|-\d{19}")
+
+
+def loads(data: bytes) -> Any:
+    """What ``json.loads(data)`` returns, raising what it raises (ValueError, RecursionError)."""
+    if not _MAYBE_BEYOND_64_BITS.search(data):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass  # json decides: it accepts some of what orjson refuses, and says why not
+    return json.loads(data)
+
+
+def dumps(data: Any) -> bytes:
+    """Compact UTF-8 JSON. A string with a lone surrogate (no UTF-8 form) is escaped."""
+    try:
+        return orjson.dumps(data)
+    except TypeError:
+        # orjson refuses lone surrogates, integers beyond 64 bits and non-string keys.
+        return json.dumps(data, separators=(",", ":"), ensure_ascii=True).encode()
