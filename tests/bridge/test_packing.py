@@ -14,11 +14,13 @@ from typing import Any
 import pytest
 
 from tests.conftest import BOT_A_USER_ID, drain_queued
-from tests.fakes.fake_gateway import FakeGateway, RecordedRequest
+from tests.fakes.fake_gateway import FakeGateway, RecordedRequest, echo
 from tests.queue.test_rabbit import queue_depths
 from tests.support.bridge_env import GATEWAY_TOKEN, fast_messaging, start_bridge_env
 from tests.support.deliveries import aaa_delivery, dm_event
+from tests.support.waiting import eventually
 from twitter_bot.app import build_queue
+from twitter_bot.bridge import scheduler as scheduler_module
 from twitter_bot.metrics import Metrics
 from twitter_bot.models import conversation_id
 from twitter_bot.queue.base import Envelope, shard_of
@@ -153,3 +155,108 @@ async def test_at_shutdown_a_pack_with_a_dm_unfinished_goes_back_whole_and_only_
     assert [r.body["sender"]["id"] for r in restarted.gateway.requests_for("bot-a")] == [slow]
     await restarted.client.close()
     assert await drain_queued(restarted.settings) == []
+
+
+async def test_a_checkpoint_finished_before_its_pack_arrives_still_stays_with_the_pack(
+    aiohttp_server: Any, aiohttp_client: Any, rabbit_vhost: str
+) -> None:
+    """A crashed process left a DM's checkpoint (its answer out) and the pack holding the
+    DM with another one still to do. The checkpoint comes first and finishes the DM here
+    before the pack has arrived (prefetch 2, the message before the pack is slow), but it
+    is acked only with the pack: after a shutdown before the other DM is done, a restart
+    still finds it and does not ask about, or answer, that DM again."""
+    first, done_dm, slow = users_on_one_shard(3, shards=8)
+    event_ids = {first: "9300", done_dm: "9301", slow: "9302"}
+
+    async def crashed(settings: Settings) -> None:
+        queue = build_queue(settings, Metrics())
+        await queue.start()
+        try:
+            assert await queue.wait_ready(5)
+            dm = queued_dm(settings, event_ids[done_dm], done_dm, "hi")
+            answer = [{"type": "text", "text": "echo: hi"}]
+            await queue.checkpoint(replace(dm, progress={"answer": answer, "sent": 1}))
+        finally:
+            await queue.stop()
+        await publish_one_then_a_pack(settings, event_ids)
+
+    async def answer(request: RecordedRequest) -> Any:
+        sender = request.body["sender"]["id"]
+        await asyncio.sleep({first: 0.5, slow: 30}.get(sender, 0))
+        return echo(request)
+
+    gateway = FakeGateway(token=GATEWAY_TOKEN)
+    gateway.on_message("bot-a", answer)
+    env = await start_bridge_env(
+        aiohttp_server,
+        aiohttp_client,
+        rabbit_vhost,
+        before_start=crashed,
+        gateway=gateway,
+        messaging=fast_messaging(prefetch=2, message_timeout=5.0),
+        rabbit={"pack_publishes": True},
+    )
+    await env.x.wait_for_dms(1, timeout=10)  # the first; the pack arrives after it
+    await eventually(lambda: any(r.body["sender"]["id"] == slow for r in gateway.requests))
+    await env.client.close()  # shutdown: the slow DM is unfinished, its pack goes back
+    assert [dm.recipient_id for dm in env.x.sent_dms()] == [first]
+
+    restarted = await start_bridge_env(
+        aiohttp_server,
+        aiohttp_client,
+        rabbit_vhost,
+        rabbit={"pack_publishes": True, "queue_prefix": env.settings.rabbit.queue_prefix},
+    )
+    await restarted.x.wait_for_dms(1, timeout=10)
+    await asyncio.sleep(0.5)  # the done DM answered again would show up now
+    assert [dm.recipient_id for dm in restarted.x.sent_dms()] == [slow]
+    assert [r.body["sender"]["id"] for r in restarted.gateway.requests_for("bot-a")] == [slow]
+    await restarted.client.close()
+
+
+async def test_finished_checkpoints_waiting_for_their_messages_leave_prefetch_room(
+    aiohttp_server: Any,
+    aiohttp_client: Any,
+    rabbit_vhost: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Two DMs a crashed process answered: their checkpoints come first and each would
+    wait for its message. With prefetch 2, both waiting would keep the messages out
+    until the wait ran out (30 s here); only half the prefetch may wait, so the other
+    checkpoint is acked, the messages arrive, and everything settles at once."""
+    monkeypatch.setattr(scheduler_module, "CHECKPOINT_ORIGINAL_WAIT", 30.0)
+    users = users_on_one_shard(2, shards=8)
+    event_ids = {user: str(9400 + n) for n, user in enumerate(users)}
+
+    async def crashed(settings: Settings) -> None:
+        queue = build_queue(settings, Metrics())
+        await queue.start()
+        try:
+            assert await queue.wait_ready(5)
+            for user, event_id in event_ids.items():
+                dm = queued_dm(settings, event_id, user, "hi")
+                answer = [{"type": "text", "text": "echo: hi"}]
+                await queue.checkpoint(replace(dm, progress={"answer": answer, "sent": 1}))
+        finally:
+            await queue.stop()
+        await publish_one_then_a_pack(settings, event_ids)
+
+    env = await start_bridge_env(
+        aiohttp_server,
+        aiohttp_client,
+        rabbit_vhost,
+        before_start=crashed,
+        messaging=fast_messaging(prefetch=2),
+        rabbit={"pack_publishes": True},
+    )
+
+    async def dropped() -> float:
+        return metric_value(await env.metrics(), "twitter_bot_bridge_duplicates_dropped_total")
+
+    deadline = time.monotonic() + 10
+    while await dropped() < 2:  # both messages arrived and were found done
+        assert time.monotonic() < deadline, "the messages did not arrive in 10 s"
+        await asyncio.sleep(0.05)
+    assert env.gateway.requests == [] and env.x.sent_dms() == []
+    await env.client.close()
+    assert await drain_queued(env.settings) == []

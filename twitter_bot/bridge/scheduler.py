@@ -94,6 +94,7 @@ class ConversationScheduler:
         max_hold: float,
         metrics: Metrics,
         checkpoints: bool = True,
+        checkpoint_hold_limit: int = 0,
         park_refresh: float = PARK_REFRESH,
         admission: Admission | None = None,
         clock: Callable[[], float] = time.time,
@@ -104,6 +105,10 @@ class ConversationScheduler:
         self._policy = policy
         self._max_hold = max_hold
         self._checkpoints = checkpoints
+        # How many crashed processes' finished checkpoints may wait for their messages
+        # at once: keep it below the prefetch (see _until_message_arrives).
+        self._checkpoint_hold_limit = checkpoint_hold_limit
+        self._holding_for_message = 0
         self._park_refresh = park_refresh
         self._metrics = metrics
         self._clock = clock
@@ -239,8 +244,10 @@ class ConversationScheduler:
             if await self._checkpoint_is_stale(delivery, queue):
                 await self._settle(delivery)
                 return True
+            if _sent(envelope) >= len(_answer(envelope)):
+                await self._until_message_arrives(delivery, queue)
             if self._closing.is_set():
-                return False  # it waited for its siblings until closing: close() requeues it
+                return False  # it waited until closing: close() requeues it
         elif envelope.message_id in self._completed and not envelope.headers.get(HEADER_REDRIVEN):
             # A redelivery after a lost ack, or X's duplicate accepted by another
             # webhook instance (both copies land on this shard): done already.
@@ -576,6 +583,34 @@ class ConversationScheduler:
         self._checkpointed[envelope.message_id] = self._checkpointed.get(envelope.message_id, 0) + 1
         while len(self._checkpointed) > RECENTLY_COMPLETED:
             del self._checkpointed[next(iter(self._checkpointed))]
+
+    async def _until_message_arrives(self, delivery: Delivery, queue: deque[Delivery]) -> None:
+        """Hold a crashed process's checkpoint of a finished answer until its message arrives.
+
+        The message comes after every checkpoint (priority), maybe in a pack. Acked
+        before that pack is here, the checkpoint could not be settled with it, and a
+        crash before the pack is acked would leave the DM with no checkpoint: it would
+        be asked and answered again. Once the message is here the checkpoint finishes
+        and is acked with the pack. Bounded in time (the message may have been acked
+        already) and in number: a held checkpoint takes a prefetch slot, and held ones
+        filling the prefetch would keep out the very messages they wait for.
+        """
+        if self._holding_for_message >= self._checkpoint_hold_limit:
+            return
+        message_id = delivery.envelope.message_id
+        deadline = asyncio.get_running_loop().time() + CHECKPOINT_ORIGINAL_WAIT
+        self._holding_for_message += 1
+        try:
+            while not self._closing.is_set() and delivery.valid:
+                if asyncio.get_running_loop().time() >= deadline or any(
+                    other.envelope.message_id == message_id
+                    and not other.envelope.headers.get(HEADER_CHECKPOINT)
+                    for other in queue
+                ):
+                    return
+                await asyncio.sleep(0.02)
+        finally:
+            self._holding_for_message -= 1
 
     async def _checkpoint_done(self, envelope: Envelope) -> None:
         """Checkpoint a finished answer whose ack does not settle its broker message yet.

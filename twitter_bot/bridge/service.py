@@ -109,6 +109,7 @@ class BridgeService:
                 max_hold=m.max_rate_limit_hold,
                 metrics=self._metrics,
                 checkpoints=self._queue.checkpoints_enabled,
+                checkpoint_hold_limit=m.prefetch // 2,
                 admission=self._admission,
             )
             yield
