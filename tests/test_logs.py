@@ -49,3 +49,17 @@ def test_values_orjson_cannot_write_are_still_logged(out: io.StringIO) -> None:
     assert line["big"] == 2**70
     assert line["keyed"] == {"1": "one"}
     assert str(line["obj"]).startswith("<object object")
+
+
+def test_any_of_hundreds_of_secrets_is_masked(out: io.StringIO) -> None:
+    """A deployment of 200 bots has over 400 secrets; each is masked wherever it shows."""
+    many = [f"bot-{n:03d}-access-secret-{n * 7919:08d}" for n in range(400)]
+    configure_logging("info", "json", many, stream=out)
+    log = structlog.get_logger("twitter_bot.test")
+    log.info("x.failed", error=f"bad {many[0]} and {many[399]}", nested={"k": [many[123]]})
+    log.info("x.fine", error="nothing to hide", text="a\ud800b")
+    masked, fine = lines(out)
+    assert masked["error"] == f"bad {REDACTED} and {REDACTED}"
+    assert masked["nested"] == {"k": [REDACTED]}
+    assert fine["error"] == "nothing to hide" and fine["text"] == "a\ud800b"
+    assert not any(secret in out.getvalue() for secret in many)
