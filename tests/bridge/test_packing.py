@@ -182,7 +182,7 @@ async def test_a_checkpoint_finished_before_its_pack_arrives_still_stays_with_th
 
     async def answer(request: RecordedRequest) -> Any:
         sender = request.body["sender"]["id"]
-        await asyncio.sleep({first: 0.5, slow: 30}.get(sender, 0))
+        await asyncio.sleep({first: 0.1, slow: 30}.get(sender, 0))
         return echo(request)
 
     gateway = FakeGateway(token=GATEWAY_TOKEN)
@@ -224,7 +224,7 @@ async def test_finished_checkpoints_waiting_for_their_messages_leave_prefetch_ro
     wait for its message. With prefetch 2, both waiting would keep the messages out
     until the wait ran out (30 s here); only half the prefetch may wait, so the other
     checkpoint is acked, the messages arrive, and everything settles at once."""
-    monkeypatch.setattr(scheduler_module, "CHECKPOINT_ORIGINAL_WAIT", 30.0)
+    monkeypatch.setattr(scheduler_module, "CHECKPOINT_MESSAGE_WAIT", 30.0)
     users = users_on_one_shard(2, shards=8)
     event_ids = {user: str(9400 + n) for n, user in enumerate(users)}
 
