@@ -244,3 +244,26 @@ async def test_with_the_target_at_zero_the_bridge_is_not_limited(
 
     assert set(limits) == {0.0}  # no limit was ever set
     assert bot.peak == 20  # all at once, however much the loop lagged
+
+
+async def test_a_message_whose_bot_has_answered_goes_before_messages_not_begun() -> None:
+    limit = LagAdaptiveLimit(TARGET, initial=1)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def step(name: str, resuming: bool = False) -> None:
+        async with limit.slot(resuming=resuming):
+            order.append(name)
+            if name == "holder":
+                await release.wait()
+
+    holder = asyncio.create_task(step("holder"))
+    await settle()
+    waiting = [asyncio.create_task(step(f"new-{n}")) for n in range(3)]
+    await settle()
+    waiting += [asyncio.create_task(step(f"replies-{n}", resuming=True)) for n in range(2)]
+    await settle()
+    release.set()
+    await asyncio.gather(holder, *waiting)
+
+    assert order == ["holder", "replies-0", "replies-1", "new-0", "new-1", "new-2"]

@@ -23,16 +23,21 @@ from typing import Protocol
 
 
 class Admission(Protocol):
-    """Bounds how many bridge steps (a processor call and its settling) run at once."""
+    """Bounds how many bridge steps (a processor call and its settling) run at once.
 
-    def slot(self) -> contextlib.AbstractAsyncContextManager[None]: ...
+    ``resuming``: the step goes on with a message already under way (its bot has
+    answered; the replies are to go out). Such steps go before new messages: a
+    message taken on holds its broker delivery (and its pack) open until it is done.
+    """
+
+    def slot(self, resuming: bool = False) -> contextlib.AbstractAsyncContextManager[None]: ...
 
 
 class Unlimited:
     """No bound: a worker process has no webhook to keep prompt."""
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
+    async def slot(self, resuming: bool = False) -> AsyncIterator[None]:
         yield
 
 
@@ -68,7 +73,9 @@ class LagAdaptiveLimit:
         self._maximum = maximum
         self._limit = initial
         self._in_use = 0
-        self._waiters: deque[asyncio.Future[None]] = deque()
+        # Two lanes, each first come first served: steps resuming a message, then new ones.
+        self._resuming: deque[asyncio.Future[None]] = deque()
+        self._starting: deque[asyncio.Future[None]] = deque()
         self._starvation_guard = starvation_guard
         self._clock = clock
         self._last_grant = clock()
@@ -106,41 +113,46 @@ class LagAdaptiveLimit:
             if self._on_change is not None:
                 self._on_change(limit)
             self._wake()
-        if self._waiters and self._clock() - self._last_grant >= self._starvation_guard:
-            self._grant(self._waiters.popleft())
+        if self._waiting and self._clock() - self._last_grant >= self._starvation_guard:
+            self._grant_next()
 
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        await self._acquire()
+    async def slot(self, resuming: bool = False) -> AsyncIterator[None]:
+        await self._acquire(self._resuming if resuming else self._starting)
         try:
             yield
         finally:
             self._in_use -= 1
             self._wake()
 
-    async def _acquire(self) -> None:
-        if self._in_use < self._limit and not self._waiters:
+    @property
+    def _waiting(self) -> bool:
+        return bool(self._resuming or self._starting)
+
+    async def _acquire(self, lane: deque[asyncio.Future[None]]) -> None:
+        if self._in_use < self._limit and not self._waiting:
             self._take()
             return
         waiter = asyncio.get_running_loop().create_future()
-        self._waiters.append(waiter)
+        lane.append(waiter)
         try:
             await waiter
         except asyncio.CancelledError:
             if waiter.cancelled():
-                self._waiters.remove(waiter)
+                lane.remove(waiter)
             else:  # granted just as we were cancelled: hand the slot on
                 self._in_use -= 1
                 self._wake()
             raise
 
     def _wake(self) -> None:
-        while self._waiters and self._in_use < self._limit:
-            self._grant(self._waiters.popleft())
+        while self._waiting and self._in_use < self._limit:
+            self._grant_next()
 
-    def _grant(self, waiter: asyncio.Future[None]) -> None:
+    def _grant_next(self) -> None:
+        lane = self._resuming or self._starting
         self._take()
-        waiter.set_result(None)
+        lane.popleft().set_result(None)
 
     def _take(self) -> None:
         self._in_use += 1

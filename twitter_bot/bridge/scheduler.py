@@ -398,7 +398,8 @@ class ConversationScheduler:
                 if self._closing.is_set():
                     return False
                 continue
-            async with self._admission.slot():
+            # Once the bot has answered, the replies go ahead of messages not yet begun.
+            async with self._admission.slot(resuming=envelope.progress is not None):
                 if not delivery.valid:  # the link dropped while it waited for the slot
                     self._abandon()
                     return True
