@@ -62,6 +62,21 @@ async def publish_one_then_a_pack(settings: Settings, event_ids: dict[str, str])
         await queue.stop()
 
 
+async def leave_answered_checkpoints(settings: Settings, event_ids: dict[str, str]) -> None:
+    """What a process killed after answering these "hi" DMs (user -> event id) leaves:
+    a checkpoint of each with its one reply sent."""
+    queue = build_queue(settings, Metrics())
+    await queue.start()
+    try:
+        assert await queue.wait_ready(5)
+        for user, event_id in event_ids.items():
+            dm = queued_dm(settings, event_id, user, "hi")
+            answer = [{"type": "text", "text": "echo: hi"}]
+            await queue.checkpoint(replace(dm, progress={"answer": answer, "sent": 1}))
+    finally:
+        await queue.stop()
+
+
 def metric_value(metrics: str, name: str) -> float:
     match = re.search(rf"^{re.escape(name)} (\S+)$", metrics, re.MULTILINE)
     assert match, f"{name} not in /metrics"
@@ -169,15 +184,7 @@ async def test_a_checkpoint_finished_before_its_pack_arrives_still_stays_with_th
     event_ids = {first: "9300", done_dm: "9301", slow: "9302"}
 
     async def crashed(settings: Settings) -> None:
-        queue = build_queue(settings, Metrics())
-        await queue.start()
-        try:
-            assert await queue.wait_ready(5)
-            dm = queued_dm(settings, event_ids[done_dm], done_dm, "hi")
-            answer = [{"type": "text", "text": "echo: hi"}]
-            await queue.checkpoint(replace(dm, progress={"answer": answer, "sent": 1}))
-        finally:
-            await queue.stop()
+        await leave_answered_checkpoints(settings, {done_dm: event_ids[done_dm]})
         await publish_one_then_a_pack(settings, event_ids)
 
     async def answer(request: RecordedRequest) -> Any:
@@ -229,16 +236,7 @@ async def test_finished_checkpoints_waiting_for_their_messages_leave_prefetch_ro
     event_ids = {user: str(9400 + n) for n, user in enumerate(users)}
 
     async def crashed(settings: Settings) -> None:
-        queue = build_queue(settings, Metrics())
-        await queue.start()
-        try:
-            assert await queue.wait_ready(5)
-            for user, event_id in event_ids.items():
-                dm = queued_dm(settings, event_id, user, "hi")
-                answer = [{"type": "text", "text": "echo: hi"}]
-                await queue.checkpoint(replace(dm, progress={"answer": answer, "sent": 1}))
-        finally:
-            await queue.stop()
+        await leave_answered_checkpoints(settings, event_ids)
         await publish_one_then_a_pack(settings, event_ids)
 
     env = await start_bridge_env(
