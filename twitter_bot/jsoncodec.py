@@ -2,7 +2,8 @@
 
 The webhook parses every delivery, the queue encodes and decodes every envelope and
 the log writes a line per DM; with the standard library's json these were about a
-tenth of the webhook's CPU time per delivery (docs/performance.md, "orjson").
+tenth of the webhook's CPU time per delivery (docs/performance.md, "orjson and
+one-pass redaction").
 orjson differs from json in three ways that matter here, and each goes to json:
 it refuses a lone UTF-16 surrogate escape (X can send one) and bodies that are not
 UTF-8, and it reads an integer beyond 64 bits as a float.
