@@ -315,13 +315,8 @@ class ConversationScheduler:
         # itself behind every checkpoint, but prefetch may not have delivered them yet.
         deadline = asyncio.get_running_loop().time() + CHECKPOINT_ORIGINAL_WAIT
         while not any(_sent(other.envelope) >= sent for other in siblings):
-            arrived = any(
-                other.envelope.message_id == message_id
-                and not other.envelope.headers.get(HEADER_CHECKPOINT)
-                for other in queue
-            )
             gave_up = asyncio.get_running_loop().time() >= deadline or self._closing.is_set()
-            if arrived or gave_up or not delivery.valid:
+            if _message_arrived(message_id, queue) or gave_up or not delivery.valid:
                 return False
             await asyncio.sleep(0.02)
             siblings = self._siblings_now(delivery, queue)
@@ -608,11 +603,9 @@ class ConversationScheduler:
         self._holding_for_message += 1
         try:
             while not self._closing.is_set() and delivery.valid:
-                if asyncio.get_running_loop().time() >= deadline or any(
-                    other.envelope.message_id == message_id
-                    and not other.envelope.headers.get(HEADER_CHECKPOINT)
-                    for other in queue
-                ):
+                if asyncio.get_running_loop().time() >= deadline:
+                    return
+                if _message_arrived(message_id, queue):
                     return
                 await asyncio.sleep(0.02)
         finally:
@@ -711,6 +704,15 @@ def _with_attempt(envelope: Envelope, attempt: int, not_before: float) -> Envelo
 
 def _epoch_ms(seconds: float) -> int:
     return round(seconds * 1000)
+
+
+def _message_arrived(message_id: str, queue: deque[Delivery]) -> bool:
+    """Whether the message itself (not a checkpoint copy of it) is queued here."""
+    return any(
+        other.envelope.message_id == message_id
+        and not other.envelope.headers.get(HEADER_CHECKPOINT)
+        for other in queue
+    )
 
 
 def _sent(envelope: Envelope) -> int:
