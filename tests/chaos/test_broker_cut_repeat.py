@@ -105,3 +105,41 @@ async def test_a_link_that_drops_between_two_replies_stops_the_rest_of_the_answe
     # A's first DM was already at X: it lands (late) beside B's copy. Nothing after it.
     assert texts.count("part one") == 2, texts
     assert texts.count("part two") == 1, texts
+
+
+async def test_a_reply_x_took_while_the_link_was_down_is_not_sent_again_by_the_same_instance(
+    aiohttp_server: Any, tmp_path: Path, rabbit_vhost: str
+) -> None:
+    # One instance. Its first reply is at X when the broker link drops, so the checkpoint
+    # saying "part one is out" cannot be written; the message comes back to the same
+    # instance (with only the answer's checkpoint) once the link is up. The instance
+    # remembers what X accepted from it and goes on with part two.
+    env = await start_process_env(aiohttp_server, tmp_path, rabbit_vhost)
+    asked = asyncio.Event()
+
+    def answer(request: RecordedRequest) -> list[dict[str, Any]]:
+        asked.set()
+        return [{"type": "text", "text": "part one"}, {"type": "text", "text": "part two"}]
+
+    env.gateway.on_message(BOT_ID, answer)
+    proxy = TcpProxy(RABBIT_HOST, RABBIT_PORT)
+    await proxy.start()
+    hosts = f'\nchatbots.messaging.rabbit.hosts: ["{RABBIT_HOST}:{proxy.port}"]\n'
+    config, port = env.variant("alone", extra=hosts)
+    daemon = await env.start("all", config, port)
+    try:
+        env.x.set_delay(1.5, EndpointKind.DM_V11)  # part one is still at X at the cut
+        await env.send_dm(daemon.url, "4601", "two parts please")
+        await asyncio.wait_for(asked.wait(), 10)
+        await asyncio.sleep(0.5)
+        await proxy.cut()
+        env.x.set_delay(0.0, EndpointKind.DM_V11)
+        await env.x.wait_for_dms(1, timeout=5)
+        await asyncio.sleep(1.0)
+        await proxy.restore()
+        await env.x.wait_for_dms(2, timeout=30)
+        await asyncio.sleep(2.0)  # a second "part one" would show up by now
+    finally:
+        await daemon.kill()
+        await proxy.stop()
+    assert [dm.text for dm in env.x.sent_dms()] == ["part one", "part two"]

@@ -127,6 +127,11 @@ class ConversationScheduler:
         self._completed: OrderedDict[str, None] = OrderedDict()
         # Per message id: checkpoint copies this process published and has not seen back.
         self._checkpointed: dict[str, int] = {}
+        # Per message id: how far this process got with an answer it has not finished
+        # (the answer, replies X accepted). A message whose broker link dropped mid-answer
+        # comes back with checkpoints that may lag a reply (its checkpoint failed with the
+        # link): this record, not theirs, says what is out.
+        self._progress_here: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._closing = asyncio.Event()
         self._late: list[Delivery] = []
 
@@ -293,7 +298,19 @@ class ConversationScheduler:
             self._seen_own_checkpoint(envelope.message_id)  # if it was ours, it is back
             await self._settle(other)
         self._remove(queue, absorbed)
+        here = self._progress_here.get(envelope.message_id)
+        if here is not None and _rank(replace(envelope, progress=here)) > _rank(envelope):
+            log.info("bridge.resumed_from_memory", replies_sent=here.get("sent", 0))
+            envelope = replace(envelope, progress=here)
         return envelope
+
+    def _remember_progress(self, envelope: Envelope) -> None:
+        if envelope.progress is None:
+            return
+        self._progress_here[envelope.message_id] = dict(envelope.progress)
+        self._progress_here.move_to_end(envelope.message_id)
+        while len(self._progress_here) > RECENTLY_COMPLETED:
+            self._progress_here.popitem(last=False)
 
     async def _checkpoint_is_stale(self, delivery: Delivery, queue: deque[Delivery]) -> bool:
         """Whether a checkpoint copy carries nothing to do.
@@ -407,6 +424,7 @@ class ConversationScheduler:
         """Run the processor with checkpoints; None when the delivery's link was lost."""
 
         async def progress(updated: Envelope) -> None:
+            self._remember_progress(updated)
             if not delivery.valid:
                 raise _DeliveryLost
             if len(_answer(updated)) > 1:
@@ -423,6 +441,8 @@ class ConversationScheduler:
             # and the ack right after the reply closes the window as fast as a
             # confirmed checkpoint would.
             answer = _answer(result.envelope)
+            if isinstance(result.outcome, Answered):
+                self._remember_progress(result.envelope)
             if isinstance(result.outcome, Answered) and delivery.valid and len(answer) > 1:
                 await self._checkpoint_unless_link_lost(delivery, result.envelope)
         except _DeliveryLost:
@@ -626,6 +646,7 @@ class ConversationScheduler:
 
     async def _finish(self, delivery: Delivery, envelope: Envelope, outcome: str) -> None:
         self._completed[envelope.message_id] = None
+        self._progress_here.pop(envelope.message_id, None)
         while len(self._completed) > RECENTLY_COMPLETED:
             self._completed.popitem(last=False)
         await self._settle(delivery)
