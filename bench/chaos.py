@@ -8,13 +8,15 @@ Scenarios (seconds are from the start of the load):
   x429      X answers 429 to the second bot's DMs for 30 s from 10 s (x-rate-limit-reset)
   all       all of them together
 The harness (tests/support/chaos.py) plays X: each conversation's DMs in order, each to a
-random instance, redelivered after a non-200 or a 3 s timeout. The daemons run with default
+random instance, redelivered after a non-200 or a 3 s timeout, and echoes every DM the bots
+send back to a random instance, as X does (up to 4 tries; `--no-echoes`: not at all, so the
+daemons cannot check a reply in doubt after a crash against its echo). The daemons run with default
 bridge settings (retry 1 s doubling to 300 s, each wait 1/2 to 1 of that, 10 attempts, 10 s
 hold), with read receipts and typing indicators off.
 
     .venv/bin/python bench/chaos.py [--scenarios kill,broker,gateway,x429,all]
         [--messages 10000] [--conversations 50] [--rate 200] [--seed 1] [--quick]
-        [--config 'chatbots.messaging.rabbit.pack-publishes: false' ...]
+        [--config 'chatbots.messaging.rabbit.pack-publishes: false' ...] [--no-echoes]
 """
 
 from __future__ import annotations
@@ -61,12 +63,17 @@ async def run(args: argparse.Namespace, where: Path) -> list[ChaosResult]:
             drain_timeout=args.drain_timeout,
             seed=args.seed,
             extra_config="".join(line + "\n" for line in args.config),
+            echoes=not args.no_echoes,
         )
         with vhost() as vhost_name:
             result = await run_chaos(plan, vhost_name, where)
         results.append(result)
         print(summary_table([result]).splitlines()[-1], flush=True)
         print(f"  duplicates by cause: {result.dup_causes}", flush=True)
+        print(
+            f"  X's echoes: {result.echoes_sent} delivered, {result.echoes_given_up} given up",
+            flush=True,
+        )
         print(f"  daemon warnings/errors: {result.daemon_events}", flush=True)
         if args.verbose:
             print("\n".join("  " + note for note in result.notes), flush=True)
@@ -82,6 +89,9 @@ def main() -> None:
     parser.add_argument("--drain-timeout", type=float, default=900.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--verbose", action="store_true", help="print duplicate examples")
+    parser.add_argument(
+        "--no-echoes", action="store_true", help="X does not echo the bots' DMs to the webhook"
+    )
     parser.add_argument(
         "--config",
         action="append",

@@ -143,6 +143,7 @@ def create_app(
             ),
             metrics=metrics,
             on_accepted=_also_signal_ingest(upkeep.on_accepted, yielding),
+            queue_echoes=settings.messaging.resend_echo_wait > 0,
         ).add_routes(app, settings.webhook.path)
         if settings.push_api.token:  # off without a token: the route does not exist
             PushHandler(

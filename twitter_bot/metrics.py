@@ -38,6 +38,16 @@ class Metrics:
             "DMs durably queued (publisher-confirmed).",
             registry=r,
         )
+        self.echoes_queued = Counter(
+            "twitter_bot_echoes_queued",
+            "X's echoes of the bots' own DMs durably queued, for resends in doubt after a crash.",
+            registry=r,
+        )
+        self.echo_confirmed_resends = Counter(
+            "twitter_bot_bridge_echo_confirmed_replies",
+            "Replies in doubt after a crash that X's echo showed were out: not sent again.",
+            registry=r,
+        )
         self.push_requests = Counter(
             "twitter_bot_push_requests",
             "Push API requests by outcome: accepted, unauthorized, unknown_bot, invalid, "

@@ -81,6 +81,45 @@ class IncomingMessage:
         )
 
 
+@dataclass(frozen=True)
+class SentEcho:
+    """X's echo of a DM a bot account sent: its record that the DM went out.
+
+    Queued to the conversation's shard so that, after a crash, the bridge can tell
+    whether a reply whose send was in doubt reached X before sending it again.
+    """
+
+    event_id: str
+    bot_user_id: str
+    recipient_id: str
+    # X's clock, milliseconds since the epoch.
+    created_timestamp_ms: int
+    text: str
+
+    @property
+    def conversation_id(self) -> str:
+        return conversation_id(self.bot_user_id, self.recipient_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "event_id": self.event_id,
+            "bot_user_id": self.bot_user_id,
+            "recipient_id": self.recipient_id,
+            "created_timestamp_ms": self.created_timestamp_ms,
+            "text": self.text,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SentEcho:
+        return cls(
+            event_id=str(data["event_id"]),
+            bot_user_id=str(data["bot_user_id"]),
+            recipient_id=str(data["recipient_id"]),
+            created_timestamp_ms=int(data["created_timestamp_ms"]),
+            text=str(data["text"]),
+        )
+
+
 def conversation_id(user_a: str, user_b: str) -> str:
     """Join two user ids, the numerically smaller first, with '-'."""
     low, high = sorted((user_a, user_b), key=int)

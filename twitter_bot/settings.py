@@ -151,6 +151,10 @@ class MessagingSettings:
     # In `--role all`: the event-loop lag above which the bridge takes on fewer
     # messages at once, so the webhook sharing the loop answers X promptly (0: off).
     loop_lag_target: float = 0.002
+    # After a crash, how long a reply that may already have gone out waits for X's echo
+    # of it before it is sent (again). 0: never wait, and the webhook drops the echoes
+    # instead of queueing them.
+    resend_echo_wait: float = 2.0
     media_max_image_bytes: int = 5 * 1024 * 1024
     media_max_gif_bytes: int = 15 * 1024 * 1024
     media_max_video_bytes: int = 25 * 1024 * 1024
@@ -309,6 +313,7 @@ KNOWN_KEYS: Mapping[str, tuple[str, ...]] = {
         "typing-indicator",
         "prefetch",
         "loop-lag-target",
+        "resend-echo-wait",
         "media-max-image-bytes",
         "media-max-gif-bytes",
         "media-max-video-bytes",
@@ -851,6 +856,9 @@ def _read_messaging(twitter: _Node) -> MessagingSettings:
         prefetch=node.get("prefetch", _integer(1, 65535), default.prefetch),
         loop_lag_target=node.get(
             "loop-lag-target", _duration(allow_zero=True), default.loop_lag_target
+        ),
+        resend_echo_wait=node.get(
+            "resend-echo-wait", _duration(allow_zero=True), default.resend_echo_wait
         ),
         media_max_image_bytes=node.get(
             "media-max-image-bytes", _byte_count, default.media_max_image_bytes

@@ -33,7 +33,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from tests.fakes.fake_gateway import FakeGateway, RecordedRequest, ScriptedResponse
-from tests.fakes.fake_x import FakeX, v11_error
+from tests.fakes.fake_x import DM_KINDS, FakeX, XCall, v11_error
 from tests.support.daemon import SECRETS, DaemonProcess, free_port, write_config
 from tests.support.deliveries import aaa_delivery, dm_event, signed
 from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT
@@ -68,6 +68,9 @@ class ChaosPlan:
     drain_timeout: float = 600.0
     seed: int = 1
     extra_config: str = ""
+    # X delivers each DM a bot sends back to the webhook (x-api.md), here to a random
+    # instance, up to 4 tries; the daemons use them to avoid resending after a crash.
+    echoes: bool = True
 
 
 @dataclass
@@ -97,6 +100,8 @@ class ChaosResult:
     # Warning and error events the daemons logged, by event name.
     daemon_events: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    echoes_sent: int = 0  # X's echoes of the bots' DMs that got a 200
+    echoes_given_up: int = 0  # echoes not accepted in 4 tries
 
 
 class ChaosHarness:
@@ -130,6 +135,8 @@ class ChaosHarness:
         self.cut_times: list[float] = []
         self.all_daemons: list[DaemonProcess] = []  # every process started, for its logs
         self.redelivered: set[str] = set()  # "c{c}m{k}" whose first POST was not a 200
+        self._http: aiohttp.ClientSession | None = None
+        self._echo_tasks: set[asyncio.Task[None]] = set()
 
     # -- set-up -------------------------------------------------------------------------
 
@@ -239,16 +246,46 @@ chatbots.twitter-bot.logging.level: warning
             self.result.accepted += 1
             self.last_accept = self._now()
 
+    def _echo_dm(self, call: XCall) -> None:
+        """FakeX took a DM: post X's echo of it to the webhook, as X does."""
+        if call.kind not in DM_KINDS or self._http is None or call.event_id is None:
+            return
+        task = asyncio.create_task(self._post_echo(self._http, call))
+        self._echo_tasks.add(task)
+        task.add_done_callback(self._echo_tasks.discard)
+
+    async def _post_echo(self, http: aiohttp.ClientSession, call: XCall) -> None:
+        assert call.event_id is not None and call.recipient_id is not None
+        event = dm_event(
+            call.event_id,
+            call.user_id,
+            call.recipient_id,
+            call.text or "",
+            created_ms=int(call.at * 1000),
+        )
+        raw, headers = signed(aaa_delivery(call.user_id, event), SECRETS["consumer_secret"])
+        if await self._deliver_until_accepted(http, raw, headers, tries=4) is None:
+            self.result.echoes_given_up += 1
+        else:
+            self.result.echoes_sent += 1
+
     async def _deliver_until_accepted(
-        self, http: aiohttp.ClientSession, raw: bytes, headers: dict[str, str]
-    ) -> bool:
-        """POST until a 200; True when it took more than one POST."""
+        self,
+        http: aiohttp.ClientSession,
+        raw: bytes,
+        headers: dict[str, str],
+        tries: int | None = None,
+    ) -> bool | None:
+        """POST until a 200; True when it took more than one POST. With ``tries`` (X's
+        echoes, not counted in the results' posts), None when none of them got a 200."""
         attempt = 0
         while True:
+            if tries is not None and attempt >= tries:
+                return None
             live = [i for i, d in enumerate(self.daemons) if i not in self._restarting and d]
             index = self.rng.choice(live or list(range(len(self.daemons))))
             url = f"http://127.0.0.1:{self.configs[index][1]}/webhooks"
-            self.result.posts += 1
+            self.result.posts += tries is None
             try:
                 async with http.post(url, data=raw, headers=headers) as response:
                     await response.read()
@@ -256,7 +293,7 @@ chatbots.twitter-bot.logging.level: warning
                         return attempt > 0
             except (aiohttp.ClientError, TimeoutError):
                 pass
-            self.result.non_200 += 1
+            self.result.non_200 += tries is None
             attempt += 1
             await asyncio.sleep(min(2.0, 0.05 * 2**attempt) * self.rng.uniform(0.5, 1.0))
 
@@ -321,12 +358,16 @@ chatbots.twitter-bot.logging.level: warning
         self.wall0 = time.time()
         self._schedule_windows()
         async with aiohttp.ClientSession(timeout=timeout) as http:
+            if plan.echoes:
+                self._http = http
+                self.x.on_call = self._echo_dm
             chaos = [asyncio.create_task(self._killer()), asyncio.create_task(self._cutter())]
             await asyncio.gather(
                 *(self._conversation_sender(http, c, n) for c, n in enumerate(per_conversation))
             )
             drained = await self._wait_drained(plan.drain_timeout, chaos)
-            for task in chaos:
+            self.x.on_call = None
+            for task in [*chaos, *self._echo_tasks]:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task

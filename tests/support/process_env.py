@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 
 from tests.fakes.fake_gateway import FakeGateway
-from tests.fakes.fake_x import FakeX
+from tests.fakes.fake_x import FakeX, XCall
 from tests.support.daemon import SECRETS, DaemonProcess, free_port, write_config
 from tests.support.deliveries import aaa_delivery, dm_event, signed
 
@@ -54,9 +54,19 @@ class ProcessEnv:
         return path, port
 
     async def send_dm(self, base_url: str, event_id: str, text: str) -> None:
-        raw, headers = signed(
-            aaa_delivery(BOT, dm_event(event_id, USER, BOT, text)), SECRETS["consumer_secret"]
+        await self._post(base_url, aaa_delivery(BOT, dm_event(event_id, USER, BOT, text)))
+
+    async def send_echo(self, base_url: str, dm: XCall) -> None:
+        """X's echo of a DM the bot sent (x-api.md: its own DMs come back as events)."""
+        assert dm.event_id is not None and dm.recipient_id is not None
+        created_ms = int(dm.at * 1000)
+        event = dm_event(
+            dm.event_id, dm.user_id, dm.recipient_id, dm.text or "", created_ms=created_ms
         )
+        await self._post(base_url, aaa_delivery(dm.user_id, event))
+
+    async def _post(self, base_url: str, body: dict[str, Any]) -> None:
+        raw, headers = signed(body, SECRETS["consumer_secret"])
         async with (
             aiohttp.ClientSession() as http,
             http.post(base_url + "/webhooks", data=raw, headers=headers) as response,

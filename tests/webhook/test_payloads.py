@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from twitter_bot.models import Attachment, AttachmentType, IncomingMessage, Sender
+from twitter_bot.models import Attachment, AttachmentType, IncomingMessage, Sender, SentEcho
 from twitter_bot.webhook.payloads import (
     DroppedEvent,
     InvalidDelivery,
@@ -139,17 +139,50 @@ def test_batch_of_three_in_order() -> None:
     assert all(m.bot_user_id == BOT for m in parsed.messages)
 
 
-def test_own_message_dropped_others_kept() -> None:
-    body = aaa(dm_event("1", sender_id=BOT), dm_event("2"))
+def own_dm(event_id: str, text: str = "my reply", **kwargs: Any) -> dict[str, Any]:
+    event = dm_event(event_id, sender_id=BOT, text=text, **kwargs)
+    event["message_create"]["target"] = {"recipient_id": USER}
+    return event
+
+
+def test_own_message_is_an_echo_never_a_message_to_answer() -> None:
+    body = aaa(own_dm("1", timestamp="1579966202999"), dm_event("2"))
     parsed = parse_delivery(body, BOTS)
     assert [m.event_id for m in parsed.messages] == ["2"]
+    assert parsed.dropped == []
+    assert parsed.echoes == [SentEcho("1", BOT, USER, 1579966202999, "my reply")]
+    assert parsed.echoes[0].conversation_id == parsed.messages[0].conversation_id
+
+
+def test_an_echo_s_media_link_is_removed_and_other_links_expanded() -> None:
+    media_link = "https://t.co/media1"
+    event = own_dm(
+        "1",
+        text=f"see https://t.co/ab {media_link}",
+        urls=[{"url": "https://t.co/ab", "expanded_url": "https://example.com/a"}],
+        attachment={"type": "media", "media": {"type": "photo", "url": media_link}},
+    )
+    assert parse_delivery(aaa(event), BOTS).echoes[0].text == "see https://example.com/a"
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda e: e["message_create"].pop("message_data"),
+        lambda e: e["message_create"]["message_data"].pop("text"),
+        lambda e: e["message_create"].pop("target"),
+        lambda e: e["message_create"]["target"].update(recipient_id=BOT),
+        lambda e: e.pop("created_timestamp"),
+        lambda e: e.update(created_timestamp="soon"),
+    ],
+    ids=["no data", "no text", "no target", "to itself", "no timestamp", "bad timestamp"],
+)
+def test_an_echo_missing_a_part_is_dropped_not_refused(damage: Any) -> None:
+    event = own_dm("1")
+    damage(event)
+    parsed = parse_delivery(aaa(event), BOTS)
     assert parsed.dropped == [DroppedEvent("own_message", "1")]
-
-
-def test_own_message_dropped_without_validating_message_data() -> None:
-    event = dm_event("1", sender_id=BOT)
-    del event["message_create"]["message_data"]
-    assert parse_delivery(aaa(event), BOTS).dropped == [DroppedEvent("own_message", "1")]
+    assert parsed.echoes == [] and parsed.messages == []
 
 
 def test_unknown_bot_dropped_per_event_without_validation() -> None:

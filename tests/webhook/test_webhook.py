@@ -18,7 +18,7 @@ from tests.conftest import (
 )
 from tests.support.deliveries import aaa_delivery, dm_event, signed, xaa_delivery
 from twitter_bot.app import create_app
-from twitter_bot.models import IncomingMessage
+from twitter_bot.models import IncomingMessage, SentEcho
 from twitter_bot.settings import HttpSettings, Secret, Settings
 from twitter_bot.webhook.signature import SIGNATURE_HEADER, crc_response_token, sign_body
 
@@ -207,6 +207,8 @@ async def test_malformed_bodies_are_400_never_500(aiohttp_client, settings: Sett
 async def test_own_unknown_bot_and_non_dm_events_are_dropped_with_200(
     aiohttp_client, settings: Settings
 ) -> None:
+    # With resend-echo-wait 0 nothing waits for X's echoes of the bots' DMs: not queued.
+    settings = replace(settings, messaging=replace(settings.messaging, resend_echo_wait=0.0))
     client = await client_for(aiohttp_client, settings)
     own = aaa_delivery(BOT_A_USER_ID, dm_event("10", BOT_A_USER_ID, USER_ID, "my own reply"))
     unknown = aaa_delivery("999", dm_event("11", USER_ID, "999"))
@@ -229,6 +231,25 @@ async def test_own_unknown_bot_and_non_dm_events_are_dropped_with_200(
     assert 'twitter_bot_webhook_events_dropped_total{reason="own_message"} 1.0' in metrics
     assert 'twitter_bot_webhook_events_dropped_total{reason="unknown_bot"} 1.0' in metrics
     assert 'twitter_bot_webhook_events_dropped_total{reason="not_a_dm"} 2.0' in metrics
+
+
+async def test_x_s_echo_of_a_bot_s_own_dm_is_queued_to_its_conversation_never_as_a_dm(
+    aiohttp_client, settings: Settings
+) -> None:
+    client = await client_for(aiohttp_client, settings)
+    event = dm_event("10", BOT_A_USER_ID, USER_ID, "my own reply")
+    response = await post(
+        client, aaa_delivery(BOT_A_USER_ID, event, dm_event("12", USER_ID, BOT_A_USER_ID))
+    )
+    assert response.status == 200
+    assert await response.json() == {"queued": 1, "duplicates": 0}
+    queued = await drain_queued(settings)
+    assert [(e.kind, e.message_id) for e in queued] == [("dm", "12"), ("echo", "10")]
+    assert queued[1].conversation_id == queued[0].conversation_id
+    assert SentEcho.from_dict(queued[1].payload).text == "my own reply"
+    metrics = await (await client.get("/metrics")).text()
+    assert "twitter_bot_echoes_queued_total 1.0" in metrics
+    assert 'reason="own_message"' not in metrics
 
 
 async def test_duplicate_event_id_is_queued_once(aiohttp_client, settings: Settings) -> None:

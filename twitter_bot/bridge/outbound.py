@@ -365,6 +365,18 @@ def split_text(text: str, limit: int = MAX_DM_CHARS) -> list[str]:
     return chunks
 
 
+def single_dm_text(reply: Reply, dm_api: DmApi) -> str | None:
+    """The text of the one DM ``reply`` goes out as, or None when it is not one text DM.
+
+    A text split over several DMs, media and typing are None, and so is a v2 text with
+    options (its DM is followed by remembering them, which a skipped send would not do).
+    """
+    if not isinstance(reply, TextReply) or (dm_api == "v2" and reply.quick_replies):
+        return None
+    chunks = split_text(reply.text)
+    return chunks[0] if len(chunks) == 1 else None
+
+
 def native_options(quick_replies: Sequence[QuickReply]) -> tuple[QuickReplyOption, ...]:
     """v1.1 quick-reply options; descriptions kept only when every option has one."""
     all_described = all(option.description for option in quick_replies)

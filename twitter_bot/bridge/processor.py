@@ -17,12 +17,13 @@ from typing import Any
 import structlog
 
 from twitter_bot.bridge.options import OfferedOptions
-from twitter_bot.bridge.outbound import ReplySendError
+from twitter_bot.bridge.outbound import ReplySendError, single_dm_text
 from twitter_bot.bridge.ports import BotPlatform, ReplySender
 from twitter_bot.gateway import (
     GatewayAttachment,
     GatewayPermanentError,
     GatewayTransientError,
+    InvalidRepliesError,
     Reply,
     UserMessage,
     parse_replies,
@@ -154,6 +155,14 @@ class Processor:
 
     def bot_for(self, envelope: Envelope) -> BotSettings | None:
         return self._bots.get(str(envelope.payload.get("bot_user_id", "")))
+
+    def dm_text_of(self, reply: Any) -> str | None:
+        """The text X gets for an answer's reply (as in ``progress``) when it is one DM."""
+        try:
+            parsed = parse_replies({"messages": [reply]}).replies
+        except InvalidRepliesError:  # the answer was checked when the bot gave it
+            return None
+        return single_dm_text(parsed[0], self._options.dm_api) if len(parsed) == 1 else None
 
     async def process(
         self,

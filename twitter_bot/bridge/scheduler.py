@@ -26,6 +26,7 @@ from typing import Any
 import structlog
 
 from twitter_bot.bridge.admission import Admission, Unlimited
+from twitter_bot.bridge.echoes import RecentEchoes
 from twitter_bot.bridge.ports import Delivery, Requeuer
 from twitter_bot.bridge.processor import (
     Answered,
@@ -38,7 +39,9 @@ from twitter_bot.bridge.processor import (
 )
 from twitter_bot.bridge.retry import RetryPolicy
 from twitter_bot.metrics import Metrics
+from twitter_bot.models import SentEcho
 from twitter_bot.queue.base import (
+    ECHO_KIND,
     HEADER_ATTEMPT,
     HEADER_BOT_ID,
     HEADER_CHECKPOINT,
@@ -74,6 +77,8 @@ CHECKPOINT_MESSAGE_WAIT = 0.3
 IN_TRANSIT_WAIT = 2.0
 # How long a worker whose checkpoint failed waits to learn whether the link is down.
 LINK_LOSS_GRACE = 1.0
+# The scheduler's queue of echo deliveries to settle (conversation ids are "digits-digits").
+ECHO_QUEUE = "echoes"
 # Parked messages held longer than this are parked again: RabbitMQ closes a channel
 # holding a delivery unacknowledged past its consumer_timeout (30 min by default).
 PARK_REFRESH = 600.0
@@ -102,9 +107,14 @@ class ConversationScheduler:
         checkpoint_hold_limit: int = 0,
         park_refresh: float = PARK_REFRESH,
         admission: Admission | None = None,
+        echo_wait: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """``echo_wait``: how long a reply in doubt after a crash waits for X's echo
+        (see bridge/echoes.py); 0 sends it again at once."""
         self._processor = processor
+        self._echo_wait = echo_wait
+        self._echoes = RecentEchoes()
         self._admission = admission or Unlimited()
         self._requeuer = requeuer
         self._policy = policy
@@ -147,7 +157,10 @@ class ConversationScheduler:
             return
         envelope = delivery.envelope
         conversation = envelope.conversation_id
-        if envelope.headers.get(HEADER_PARKED):
+        if envelope.kind == ECHO_KIND:
+            self._remember_echo(envelope)
+            conversation = ECHO_QUEUE  # settled by their own worker, not held up by work
+        elif envelope.headers.get(HEADER_PARKED):
             in_transit = self._in_transit.get(conversation)
             if in_transit and envelope.message_id in in_transit:
                 in_transit.remove(envelope.message_id)
@@ -158,6 +171,12 @@ class ConversationScheduler:
             task = asyncio.create_task(self._drain(conversation), name=f"conv-{conversation}")
             self._workers[conversation] = task
             task.add_done_callback(self._worker_done)
+
+    def _remember_echo(self, envelope: Envelope) -> None:
+        try:
+            self._echoes.add(SentEcho.from_dict(envelope.payload))
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("bridge.bad_echo", error=repr(exc)[:200])
 
     def link_lost(self) -> None:
         """The broker link dropped: every delivery held is void and will come again.
@@ -250,6 +269,9 @@ class ConversationScheduler:
     async def _handle(self, delivery: Delivery, queue: deque[Delivery]) -> bool:
         """Process and settle the head delivery; False when closing interrupted it unsettled."""
         envelope = delivery.envelope
+        if envelope.kind == ECHO_KIND:
+            await self._settle(delivery)  # remembered when it arrived (submit)
+            return True
         if envelope.headers.get(HEADER_CHECKPOINT):
             if await self._checkpoint_is_stale(delivery, queue):
                 await self._settle(delivery)
@@ -273,6 +295,10 @@ class ConversationScheduler:
             return True
         if delivery.redelivered and not envelope.headers.get(HEADER_CHECKPOINT):
             envelope = await self._freshest(delivery, queue)
+        if self._echo_wait > 0 and envelope.message_id not in self._progress_here:
+            # Resumed from a checkpoint another process (or this one before a restart)
+            # wrote: the reply after it may be out already.
+            envelope = await self._confirmed_by_echo(envelope)
         return await self._attempt(delivery, envelope, queue)
 
     def _parked(self, envelope: Envelope, queue: deque[Delivery]) -> bool:
@@ -303,6 +329,39 @@ class ConversationScheduler:
             log.info("bridge.resumed_from_memory", replies_sent=here.get("sent", 0))
             envelope = replace(envelope, progress=here)
         return envelope
+
+    async def _confirmed_by_echo(self, envelope: Envelope) -> Envelope:
+        """The envelope with the replies X's echoes show are out counted as sent.
+
+        Only from a checkpoint's anchor (bridge/echoes.py), and only for replies that go
+        out as one text DM; the first waits up to ``echo_wait`` for its echo, the ones
+        after it (out only if a checkpoint failed while the link held) do not wait.
+        """
+        progress = envelope.progress or {}
+        anchor = progress.get("anchor")
+        answer = _answer(envelope)
+        sent = _sent(envelope)
+        if not isinstance(anchor, dict) or anchor.get("sent") != sent or sent >= len(answer):
+            return envelope
+        after = int(anchor.get("at_ms", 0))
+        confirmed = 0
+        while sent < len(answer):
+            text = self._processor.dm_text_of(answer[sent])
+            if text is None:
+                break
+            wait = self._echo_wait if confirmed == 0 else 0.0
+            echo = await self._echoes.wait_for(envelope.conversation_id, text, after, wait)
+            if echo is None:
+                break
+            sent += 1
+            confirmed += 1
+            after = echo.created_timestamp_ms
+        if not confirmed:
+            return envelope
+        self._metrics.echo_confirmed_resends.inc(confirmed)
+        log.info("bridge.replies_confirmed_by_echo", replies=confirmed, replies_sent=sent)
+        resumed = {key: value for key, value in progress.items() if key != "anchor"}
+        return replace(envelope, progress={**resumed, "sent": sent})
 
     def _remember_progress(self, envelope: Envelope) -> None:
         if envelope.progress is None:
@@ -596,8 +655,12 @@ class ConversationScheduler:
         """
         if not self._checkpoints:
             return
+        # The anchor of an echo check after a crash (bridge/echoes.py): X's clock is the
+        # wall clock, whatever clock this scheduler was given.
+        anchor = {"sent": _sent(envelope), "at_ms": _epoch_ms(time.time())}
+        progress = {**(envelope.progress or {}), "anchor": anchor}
         try:
-            await self._requeuer.checkpoint(replace(envelope, headers={}))
+            await self._requeuer.checkpoint(replace(envelope, headers={}, progress=progress))
         except PublishError as exc:
             log.warning("bridge.checkpoint_failed", error=str(exc))
             raise _CheckpointFailed from exc

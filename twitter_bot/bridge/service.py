@@ -110,6 +110,7 @@ class BridgeService:
                 metrics=self._metrics,
                 checkpoints=self._queue.checkpoints_enabled,
                 checkpoint_hold_limit=m.prefetch // 2,
+                echo_wait=m.resend_echo_wait,
                 admission=self._admission,
             )
             yield

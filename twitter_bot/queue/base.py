@@ -86,6 +86,9 @@ class Publisher(Protocol):
 DM_KIND = "dm"  # payload: IncomingMessage.to_dict()
 # payload: {"bot_user_id", "recipient_id", "messages": [gateway reply objects, section 2]}
 PUSH_KIND = "push"
+# payload: SentEcho.to_dict(), X's echo of a DM a bot sent (not work: evidence, see
+# bridge/echoes.py)
+ECHO_KIND = "echo"
 
 # Headers the bridge sets on messages it retries later or gives up on.
 HEADER_ATTEMPT = "x-attempt"  # int: attempts made so far

@@ -16,8 +16,8 @@ from aiohttp import web
 
 from twitter_bot import jsoncodec
 from twitter_bot.metrics import Metrics
-from twitter_bot.models import IncomingMessage
-from twitter_bot.queue.base import Envelope, Publisher, PublishError
+from twitter_bot.models import IncomingMessage, SentEcho
+from twitter_bot.queue.base import ECHO_KIND, Envelope, Publisher, PublishError
 from twitter_bot.webhook.dedupe import RecentEventIds
 from twitter_bot.webhook.payloads import InvalidDelivery, parse_delivery
 from twitter_bot.webhook.signature import SIGNATURE_HEADER, crc_response_token, signature_is_valid
@@ -42,6 +42,17 @@ def envelope_for(message: IncomingMessage, accepted_at: float) -> Envelope:
     )
 
 
+def echo_envelope(echo: SentEcho, accepted_at: float) -> Envelope:
+    """The queue envelope of X's echo of a bot's own DM: to its conversation's shard."""
+    return Envelope(
+        kind=ECHO_KIND,
+        message_id=echo.event_id,
+        conversation_id=echo.conversation_id,
+        payload=echo.to_dict(),
+        accepted_at=accepted_at,
+    )
+
+
 @dataclass
 class _Sorted:
     to_publish: list[IncomingMessage]
@@ -61,8 +72,13 @@ class WebhookHandler:
         recent_ids: RecentEventIds,
         metrics: Metrics,
         on_accepted: Callable[[str, float], None] | None = None,
+        queue_echoes: bool = False,
     ) -> None:
-        """``on_accepted(bot_user_id, accepted_at)`` is told of every DM once it is queued."""
+        """``on_accepted(bot_user_id, accepted_at)`` is told of every DM once it is queued.
+
+        ``queue_echoes``: queue X's echoes of the bots' own DMs (else they are dropped).
+        """
+        self._queue_echoes = queue_echoes
         self._consumer_secret = consumer_secret
         self._bot_ids = bot_ids_by_user_id
         self._publisher = publisher
@@ -102,10 +118,14 @@ class WebhookHandler:
             self._metrics.deliveries.labels("invalid").inc()
             log.warning("webhook.invalid_delivery", reason=str(exc)[:200])
             return _error(400, "not a valid delivery")
+        echoes = parsed.echoes
+        if echoes and not self._queue_echoes:
+            self._metrics.events_dropped.labels("own_message").inc(len(echoes))
+            echoes = []
         for dropped in parsed.dropped:
             self._metrics.events_dropped.labels(dropped.reason).inc()
             log.debug("webhook.event_dropped", reason=dropped.reason, event_id=dropped.event_id)
-        return await self._accept(parsed.messages)
+        return await self._accept(parsed.messages, echoes)
 
     def _sort(self, messages: list[IncomingMessage]) -> _Sorted:
         sorted_ = _Sorted([], [], 0)
@@ -124,9 +144,12 @@ class WebhookHandler:
                 sorted_.duplicates += 1
         return sorted_
 
-    async def _accept(self, messages: list[IncomingMessage]) -> web.Response:
+    async def _accept(
+        self, messages: list[IncomingMessage], echoes: list[SentEcho]
+    ) -> web.Response:
+        # Echoes skip deduplication: a repeated one is harmless (the bridge keys them by id).
         batch = self._sort(messages)
-        published = await self._publish(batch.to_publish)
+        published = await self._publish(batch.to_publish, echoes)
         # Copies of events another request is publishing right now: their outcome is ours.
         copies = await asyncio.gather(*batch.waiting_on)
         duplicates = batch.duplicates + sum(copies)
@@ -138,22 +161,26 @@ class WebhookHandler:
             return _error(503, "queue unavailable, retry later")
         self._accepted.inc()
         self._metrics.messages_queued.inc(len(batch.to_publish))
+        if echoes:
+            self._metrics.echoes_queued.inc(len(echoes))
         answer = {"queued": len(batch.to_publish), "duplicates": duplicates}
         return web.Response(body=jsoncodec.dumps(answer), content_type="application/json")
 
-    async def _publish(self, messages: list[IncomingMessage]) -> bool:
-        if not messages:
+    async def _publish(self, messages: list[IncomingMessage], echoes: list[SentEcho]) -> bool:
+        if not messages and not echoes:
             return True
         accepted_at = time.time()
+        envelopes = [envelope_for(m, accepted_at) for m in messages]
+        envelopes.extend(echo_envelope(e, accepted_at) for e in echoes)
         confirmed = False
         try:
-            await self._publisher.publish([envelope_for(m, accepted_at) for m in messages])
+            await self._publisher.publish(envelopes)
             confirmed = True
         except PublishError as exc:
             log.warning(
                 "webhook.publish_failed",
                 error=str(exc),
-                event_ids=[m.event_id for m in messages],
+                event_ids=[e.message_id for e in envelopes],
             )
         finally:
             # Also on cancellation: a claim left unsettled would block its id forever.

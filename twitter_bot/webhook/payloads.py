@@ -23,9 +23,10 @@ Judgement calls, in one place:
 * The account check comes first: DM events for an account that is not a configured
   bot are dropped as ``unknown_bot`` without being validated (not ours to judge).
   For a configured bot, a malformed ``direct_message_events`` element is a 400.
-* Own messages (``sender_id`` == the account) are dropped as soon as the sender is
-  known, before ``message_data`` is validated: their shape is X's echo of what we
-  sent, not something we need to understand.
+* Own messages (``sender_id`` == the account) are never answered. They are X's echo
+  of what the bot sent: returned as :class:`SentEcho` (the bridge uses them to tell
+  whether a reply in doubt after a crash went out) when the recipient, timestamp and
+  text are there, else dropped as ``own_message``; never a 400.
 * ``created_timestamp`` is required (a string of digits or an int): X always sends
   it, and a made-up 0 would silently break ordering downstream.
 * Ids must be decimal digits (string, or an exact JSON int): the conversation id is
@@ -45,7 +46,7 @@ from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
-from twitter_bot.models import Attachment, AttachmentType, IncomingMessage, Sender
+from twitter_bot.models import Attachment, AttachmentType, IncomingMessage, Sender, SentEcho
 
 __all__ = [
     "DropReason",
@@ -116,6 +117,8 @@ class ParsedDelivery:
 
     messages: list[IncomingMessage] = field(default_factory=list)
     dropped: list[DroppedEvent] = field(default_factory=list)
+    # The bot accounts' own DMs, as X echoed them.
+    echoes: list[SentEcho] = field(default_factory=list)
 
 
 def parse_delivery(body: object, bot_user_ids: Container[str]) -> ParsedDelivery:
@@ -223,13 +226,15 @@ def _parse_dm_events(
         parsed = _parse_dm_event(event, account, user_map)
         if isinstance(parsed, DroppedEvent):
             result.dropped.append(parsed)
+        elif isinstance(parsed, SentEcho):
+            result.echoes.append(parsed)
         else:
             result.messages.append(parsed)
 
 
 def _parse_dm_event(
     element: object, account: str, users: Mapping[str, object]
-) -> IncomingMessage | DroppedEvent:
+) -> IncomingMessage | SentEcho | DroppedEvent:
     event = _require_mapping(element, "direct_message_events element")
     kind = event.get("type")
     if not isinstance(kind, str):
@@ -240,7 +245,7 @@ def _parse_dm_event(
     create = _require_mapping(event.get("message_create"), "message_create")
     sender_id = _require_id(create.get("sender_id"), "message_create.sender_id")
     if sender_id == account:
-        return DroppedEvent("own_message", event_id)
+        return _echo(event, create, event_id, account)
     data = _require_mapping(create.get("message_data"), "message_create.message_data")
     text = data.get("text")
     if not isinstance(text, str):
@@ -254,6 +259,32 @@ def _parse_dm_event(
         text=_clean_text(text, data.get("entities"), media),
         quick_reply_payload=_quick_reply_payload(data.get("quick_reply_response")),
         attachments=_attachments(media),
+    )
+
+
+def _echo(
+    event: Mapping[str, object], create: Mapping[str, object], event_id: str, account: str
+) -> SentEcho | DroppedEvent:
+    """The bot's own DM as a :class:`SentEcho`, or a drop when a part of it is missing."""
+    target = create.get("target")
+    recipient = _id_string(target.get("recipient_id")) if isinstance(target, Mapping) else None
+    data = create.get("message_data")
+    if recipient is None or recipient == account or not isinstance(data, Mapping):
+        return DroppedEvent("own_message", event_id)
+    text = data.get("text")
+    try:
+        created_ms = _timestamp(event.get("created_timestamp"))
+    except InvalidDelivery:
+        return DroppedEvent("own_message", event_id)
+    if not isinstance(text, str):
+        return DroppedEvent("own_message", event_id)
+    media = _media(data)
+    return SentEcho(
+        event_id=event_id,
+        bot_user_id=account,
+        recipient_id=recipient,
+        created_timestamp_ms=created_ms,
+        text=_clean_text(text, data.get("entities"), media),
     )
 
 
