@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import replace
@@ -93,6 +95,34 @@ async def drain_queued(settings: Settings) -> list[Envelope]:
             queue = await channel.get_queue(topology.shard_queue(shard))
             while (message := await queue.get(fail=False, no_ack=True)) is not None:
                 found.extend(decode_message(message.body, message.headers or {}))
+    return found
+
+
+async def read_echo_stream(settings: Settings, expect: int, timeout: float = 5.0) -> list[Envelope]:
+    """The envelopes on the echo stream under the settings' prefix, from its start (a
+    stream is read, not drained), once ``expect`` of them are there or at the timeout."""
+    from twitter_bot.app import topology_for
+
+    topology = topology_for(settings)
+    connection = await aio_pika.connect(
+        host=RABBIT_HOST, port=RABBIT_PORT, virtualhost=settings.rabbit.virtual_host
+    )
+    found: list[Envelope] = []
+    arrived = asyncio.Event()
+
+    async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+        found.append(Envelope.decode(message.body))
+        await message.ack()
+        if len(found) >= expect:
+            arrived.set()
+
+    async with connection:
+        channel = await connection.channel()
+        await channel.set_qos(prefetch_count=100)
+        stream = await channel.get_queue(topology.echo_stream)
+        await stream.consume(on_message, arguments={"x-stream-offset": "first"})
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(arrived.wait(), timeout)
     return found
 
 

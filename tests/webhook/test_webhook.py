@@ -15,6 +15,7 @@ from tests.conftest import (
     CONSUMER_SECRET,
     USER_ID,
     drain_queued,
+    read_echo_stream,
 )
 from tests.support.deliveries import aaa_delivery, dm_event, signed, xaa_delivery
 from twitter_bot.app import create_app
@@ -233,20 +234,21 @@ async def test_own_unknown_bot_and_non_dm_events_are_dropped_with_200(
     assert 'twitter_bot_webhook_events_dropped_total{reason="not_a_dm"} 2.0' in metrics
 
 
-async def test_x_s_echo_of_a_bot_s_own_dm_is_queued_to_its_conversation_never_as_a_dm(
+async def test_x_s_echo_of_a_bot_s_own_dm_goes_to_the_echo_stream_never_as_a_dm(
     aiohttp_client, settings: Settings
 ) -> None:
     client = await client_for(aiohttp_client, settings)
     event = dm_event("10", BOT_A_USER_ID, USER_ID, "my own reply")
-    response = await post(
-        client, aaa_delivery(BOT_A_USER_ID, event, dm_event("12", USER_ID, BOT_A_USER_ID))
-    )
+    delivery = aaa_delivery(BOT_A_USER_ID, event, dm_event("12", USER_ID, BOT_A_USER_ID))
+    response = await post(client, delivery)
     assert response.status == 200
     assert await response.json() == {"queued": 1, "duplicates": 0}
     queued = await drain_queued(settings)
-    assert [(e.kind, e.message_id) for e in queued] == [("dm", "12"), ("echo", "10")]
-    assert queued[1].conversation_id == queued[0].conversation_id
-    assert SentEcho.from_dict(queued[1].payload).text == "my own reply"
+    assert [(e.kind, e.message_id) for e in queued] == [("dm", "12")]
+    echoes = await read_echo_stream(settings, expect=1)
+    assert [(e.kind, e.message_id) for e in echoes] == [("echo", "10")]
+    assert echoes[0].conversation_id == queued[0].conversation_id
+    assert SentEcho.from_dict(echoes[0].payload).text == "my own reply"
     metrics = await (await client.get("/metrics")).text()
     assert "twitter_bot_echoes_queued_total 1.0" in metrics
     assert 'reason="own_message"' not in metrics

@@ -1,10 +1,11 @@
 """X's echoes of the DMs the bots sent, kept briefly per conversation.
 
-X delivers every DM a bot account sends back to the webhook, which queues it to the
-conversation's shard. After a crash the bridge resumes an answer from its last
-checkpoint, and the reply after it may already be out: the process died after X took
-it and before the checkpoint saying so. Resent blindly, the user gets it twice. The
-echo is X's own record that it went out, so the bridge looks for it first.
+X delivers every DM a bot account sends back to the webhook, which appends it to the
+echo stream that every worker reads (queue/rabbit.py, EchoReader). After a crash the
+bridge resumes an answer from its last checkpoint, and the reply after it may already
+be out: the process died after X took it and before the checkpoint saying so. Resent
+blindly, the user gets it twice. The echo is X's own record that it went out, so the
+bridge looks for it first.
 
 Which echo is which: a checkpoint carries an anchor, the wall-clock time it was taken
 (after the reply before it was out, before the next one was sent). Replies in a

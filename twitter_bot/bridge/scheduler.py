@@ -39,9 +39,7 @@ from twitter_bot.bridge.processor import (
 )
 from twitter_bot.bridge.retry import RetryPolicy
 from twitter_bot.metrics import Metrics
-from twitter_bot.models import SentEcho
 from twitter_bot.queue.base import (
-    ECHO_KIND,
     HEADER_ATTEMPT,
     HEADER_BOT_ID,
     HEADER_CHECKPOINT,
@@ -77,8 +75,6 @@ CHECKPOINT_MESSAGE_WAIT = 0.3
 IN_TRANSIT_WAIT = 2.0
 # How long a worker whose checkpoint failed waits to learn whether the link is down.
 LINK_LOSS_GRACE = 1.0
-# The scheduler's queue of echo deliveries to settle (conversation ids are "digits-digits").
-ECHO_QUEUE = "echoes"
 # Parked messages held longer than this are parked again: RabbitMQ closes a channel
 # holding a delivery unacknowledged past its consumer_timeout (30 min by default).
 PARK_REFRESH = 600.0
@@ -107,14 +103,15 @@ class ConversationScheduler:
         checkpoint_hold_limit: int = 0,
         park_refresh: float = PARK_REFRESH,
         admission: Admission | None = None,
+        echoes: RecentEchoes | None = None,
         echo_wait: float = 0.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        """``echo_wait``: how long a reply in doubt after a crash waits for X's echo
-        (see bridge/echoes.py); 0 sends it again at once."""
+        """``echoes``: X's echoes of the bots' DMs as they are read; a reply in doubt
+        after a crash waits up to ``echo_wait`` for its echo (bridge/echoes.py)."""
         self._processor = processor
-        self._echo_wait = echo_wait
-        self._echoes = RecentEchoes()
+        self._echoes = echoes
+        self._echo_wait = echo_wait if echoes is not None else 0.0
         self._admission = admission or Unlimited()
         self._requeuer = requeuer
         self._policy = policy
@@ -157,10 +154,7 @@ class ConversationScheduler:
             return
         envelope = delivery.envelope
         conversation = envelope.conversation_id
-        if envelope.kind == ECHO_KIND:
-            self._remember_echo(envelope)
-            conversation = ECHO_QUEUE  # settled by their own worker, not held up by work
-        elif envelope.headers.get(HEADER_PARKED):
+        if envelope.headers.get(HEADER_PARKED):
             in_transit = self._in_transit.get(conversation)
             if in_transit and envelope.message_id in in_transit:
                 in_transit.remove(envelope.message_id)
@@ -171,12 +165,6 @@ class ConversationScheduler:
             task = asyncio.create_task(self._drain(conversation), name=f"conv-{conversation}")
             self._workers[conversation] = task
             task.add_done_callback(self._worker_done)
-
-    def _remember_echo(self, envelope: Envelope) -> None:
-        try:
-            self._echoes.add(SentEcho.from_dict(envelope.payload))
-        except (KeyError, TypeError, ValueError) as exc:
-            log.warning("bridge.bad_echo", error=repr(exc)[:200])
 
     def link_lost(self) -> None:
         """The broker link dropped: every delivery held is void and will come again.
@@ -269,9 +257,6 @@ class ConversationScheduler:
     async def _handle(self, delivery: Delivery, queue: deque[Delivery]) -> bool:
         """Process and settle the head delivery; False when closing interrupted it unsettled."""
         envelope = delivery.envelope
-        if envelope.kind == ECHO_KIND:
-            await self._settle(delivery)  # remembered when it arrived (submit)
-            return True
         if envelope.headers.get(HEADER_CHECKPOINT):
             if await self._checkpoint_is_stale(delivery, queue):
                 await self._settle(delivery)
@@ -339,6 +324,8 @@ class ConversationScheduler:
         """
         progress = envelope.progress or {}
         anchor = progress.get("anchor")
+        if self._echoes is None:
+            return envelope
         answer = _answer(envelope)
         sent = _sent(envelope)
         if not isinstance(anchor, dict) or anchor.get("sent") != sent or sent >= len(answer):
@@ -352,6 +339,8 @@ class ConversationScheduler:
             wait = self._echo_wait if confirmed == 0 else 0.0
             echo = await self._echoes.wait_for(envelope.conversation_id, text, after, wait)
             if echo is None:
+                if confirmed == 0:
+                    log.info("bridge.no_echo_for_reply_in_doubt", replies_sent=sent, waited=wait)
                 break
             sent += 1
             confirmed += 1

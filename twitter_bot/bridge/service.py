@@ -15,6 +15,7 @@ import structlog
 from aiohttp import web
 
 from twitter_bot.bridge.admission import Admission
+from twitter_bot.bridge.echoes import RecentEchoes
 from twitter_bot.bridge.options import OfferedOptions
 from twitter_bot.bridge.outbound import MediaLimits, XReplySender
 from twitter_bot.bridge.processor import Processor, ProcessorOptions
@@ -22,7 +23,8 @@ from twitter_bot.bridge.retry import RetryPolicy
 from twitter_bot.bridge.scheduler import ConversationScheduler
 from twitter_bot.gateway import GatewayClient
 from twitter_bot.metrics import Metrics
-from twitter_bot.queue.base import MessageQueue, QueueDelivery
+from twitter_bot.models import SentEcho
+from twitter_bot.queue.base import Envelope, MessageQueue, QueueDelivery
 from twitter_bot.settings import Settings
 from twitter_bot.x import XClient
 
@@ -45,6 +47,11 @@ class BridgeService:
         self._metrics = metrics
         self._admission = admission
         self._scheduler: ConversationScheduler | None = None
+        # X's echoes of the bots' DMs, read by every instance (bridge/echoes.py).
+        self._echoes: RecentEchoes | None = None
+        if settings.messaging.resend_echo_wait > 0 and queue.echoes_supported:
+            self._echoes = RecentEchoes()
+            queue.consume_echoes(self._remember_echo)  # before consume (see RabbitQueue)
         queue.consume(settings.messaging.prefetch, self._submit, self._link_lost)
 
     @property
@@ -55,6 +62,14 @@ class BridgeService:
         if self._scheduler is None:
             raise RuntimeError("bridge received a delivery before it was started")
         self._scheduler.submit(delivery)
+
+    def _remember_echo(self, envelope: Envelope) -> None:
+        if self._echoes is None:
+            return
+        try:
+            self._echoes.add(SentEcho.from_dict(envelope.payload))
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("bridge.bad_echo", error=repr(exc)[:200])
 
     def _link_lost(self) -> None:
         if self._scheduler is not None:
@@ -110,6 +125,7 @@ class BridgeService:
                 metrics=self._metrics,
                 checkpoints=self._queue.checkpoints_enabled,
                 checkpoint_hold_limit=m.prefetch // 2,
+                echoes=self._echoes,
                 echo_wait=m.resend_echo_wait,
                 admission=self._admission,
             )

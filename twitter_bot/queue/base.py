@@ -81,6 +81,10 @@ class Publisher(Protocol):
 
     async def publish(self, envelopes: list[Envelope]) -> None: ...
 
+    async def publish_echoes(self, envelopes: list[Envelope]) -> None:
+        """Durably record X's echoes of the bots' DMs (only where echoes_supported)."""
+        ...
+
 
 # Envelope kinds.
 DM_KIND = "dm"  # payload: IncomingMessage.to_dict()
@@ -176,6 +180,17 @@ class MessageQueue(Protocol):
     async def stop(self) -> None: ...
 
     async def publish(self, envelopes: list[Envelope]) -> None: ...
+
+    @property
+    def echoes_supported(self) -> bool:
+        """Whether X's echoes can be recorded and read back by every instance."""
+        ...
+
+    async def publish_echoes(self, envelopes: list[Envelope]) -> None: ...
+
+    def consume_echoes(self, deliver: Callable[[Envelope], None]) -> None:
+        """Register a reader of the echoes (before ``start``): recent ones, then new ones."""
+        ...
 
     async def park(self, envelopes: list[Envelope]) -> None:
         """Queue envelopes, in this order, at the head of their shards, marked parked.

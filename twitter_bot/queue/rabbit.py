@@ -15,6 +15,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -63,6 +64,12 @@ ConnectedCallback = Callable[[AbstractConnection], Awaitable[None]]
 
 
 PROBE_HEADER = "twitter-bot-probe"
+# How long the echo stream keeps X's echoes, and how far back an instance reads it when
+# it subscribes: a reply is in doubt only in the seconds after a crash or failover.
+ECHO_STREAM_MAX_AGE = "10m"
+ECHO_LOOKBACK = 60.0
+ECHO_PREFETCH = 1000
+ECHO_CLOSE_TIMEOUT = 1.0
 
 
 @dataclass(frozen=True)
@@ -93,6 +100,14 @@ class Topology:
     @property
     def dead_letter_routing_key(self) -> str:
         return "dead-letter"
+
+    @property
+    def echo_stream(self) -> str:
+        return f"{self.prefix}.echoes"
+
+    @property
+    def echo_routing_key(self) -> str:
+        return "echo"
 
     @property
     def dead_letter_queue(self) -> str:
@@ -141,6 +156,14 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
         topology.dead_letter_queue, durable=True, arguments=_type_arguments(topology)
     )
     await dead_letters.bind(exchange, topology.dead_letter_routing_key)
+    # X's echoes of the bots' DMs (bridge/echoes.py): a stream, so every instance reads
+    # all of them, also the ones from before it (re)started, and they age out alone.
+    echoes = await channel.declare_queue(
+        topology.echo_stream,
+        durable=True,
+        arguments={"x-queue-type": "stream", "x-max-age": ECHO_STREAM_MAX_AGE},
+    )
+    await echoes.bind(exchange, topology.echo_routing_key)
     return exchange
 
 
@@ -372,6 +395,12 @@ class RabbitPublisher:
                     await asyncio.gather(*packers)
         except TimeoutError as exc:
             raise PublishError("publish not confirmed in time") from exc
+
+    async def publish_echoes(self, envelopes: list[Envelope]) -> None:
+        """Append X's echoes to the echo stream; raise PublishError unless all confirm."""
+        main = self._require_exchange()
+        key = self._topology.echo_routing_key
+        await self._confirm_all([(main, key, _message(env)) for env in envelopes])
 
     async def _send_pack(self, shard: int, envelopes: list[Envelope]) -> None:
         exchange = self._require_exchange()
@@ -725,6 +754,61 @@ class RabbitConsumer:
                 await channel.close()
 
 
+class EchoReader:
+    """Reads the echo stream on a channel of its own, from ``ECHO_LOOKBACK`` seconds back
+    at every (re)connect, and hands each echo's envelope over (repeats included)."""
+
+    def __init__(
+        self,
+        connection: RabbitConnection,
+        topology: Topology,
+        deliver: Callable[[Envelope], None],
+        lookback: float = ECHO_LOOKBACK,
+    ) -> None:
+        self._topology = topology
+        self._deliver = deliver
+        self._lookback = lookback
+        self._channel: AbstractChannel | None = None
+        self._stopped = False
+        connection.on_connected(self._subscribe)
+
+    async def _subscribe(self, conn: AbstractConnection) -> None:
+        if self._stopped:
+            return
+        channel = await conn.channel()
+        await channel.set_qos(prefetch_count=ECHO_PREFETCH)  # a stream consumer needs one
+        stream = await channel.get_queue(self._topology.echo_stream, ensure=True)
+        since = datetime.now(UTC) - timedelta(seconds=self._lookback)
+        await stream.consume(self._on_message, arguments={"x-stream-offset": since})
+        channel.close_callbacks.add(self._on_channel_closed)
+        self._channel = channel
+
+    def _on_channel_closed(self, *_: Any) -> None:
+        if not self._stopped:
+            # Not worth a reconnect of everything: the next one subscribes again.
+            log.warning("broker.echo_channel_lost")
+
+    async def _on_message(self, message: AbstractIncomingMessage) -> None:
+        try:
+            envelope = Envelope.decode(message.body)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("broker.undecodable_echo", error=str(exc)[:200])
+        else:
+            self._deliver(envelope)
+        with contextlib.suppress(Exception):  # a stream only counts acks for flow control
+            await message.ack()
+
+    async def stop(self) -> None:
+        self._stopped = True
+        channel, self._channel = self._channel, None
+        if channel is not None and not channel.is_closed:
+            # Nothing to settle here, so a stalled broker gets a second, not the shutdown
+            # bound: the connection's close ends the channel anyway.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(ECHO_CLOSE_TIMEOUT):
+                    await channel.close()
+
+
 class RabbitQueue:
     """The MessageQueue port over RabbitMQ: connection, publisher, consumer, shard probes."""
 
@@ -757,6 +841,7 @@ class RabbitQueue:
             on_packed=on_packed,
         )
         self._consumer: RabbitConsumer | None = None
+        self._echo_reader: EchoReader | None = None
         self._prober: asyncio.Task[None] | None = None
 
     @property
@@ -785,6 +870,20 @@ class RabbitQueue:
             lost=lost,
         )
 
+    @property
+    def echoes_supported(self) -> bool:
+        return True
+
+    def consume_echoes(self, deliver: Callable[[Envelope], None]) -> None:
+        if self._consumer is not None:
+            # Subscribed after the shard consumer, its set-up would delay the moment the
+            # connection counts as up while deliveries already arrive and need to publish.
+            raise RuntimeError("consume_echoes must come before consume")
+        self._echo_reader = EchoReader(self._connection, self._topology, deliver)
+
+    async def publish_echoes(self, envelopes: list[Envelope]) -> None:
+        await self._publisher.publish_echoes(envelopes)
+
     async def start(self) -> None:
         self._connection.start()
         if self._consumer is not None:
@@ -799,6 +898,8 @@ class RabbitQueue:
             prober.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await prober
+        if self._echo_reader is not None:
+            await self._echo_reader.stop()  # first: bounded, unlike the consumer's calls
         if self._consumer is not None:
             await self._consumer.stop()
             await self._consumer.close()

@@ -192,6 +192,17 @@ class SqliteQueue:
     async def publish(self, envelopes: list[Envelope]) -> None:
         await self._insert([(INCOMING, 0, 0.0, env) for env in envelopes])
 
+    @property
+    def echoes_supported(self) -> bool:
+        # Not built: one process, and a reply in doubt after its crash is sent again.
+        return False
+
+    async def publish_echoes(self, envelopes: list[Envelope]) -> None:
+        raise PublishError("the embedded SQLite queue does not record X's echoes")
+
+    def consume_echoes(self, deliver: Callable[[Envelope], None]) -> None:
+        raise NotImplementedError("the embedded SQLite queue does not record X's echoes")
+
     async def park(self, envelopes: list[Envelope]) -> None:
         # Priority 1 and ascending ids, in one transaction: leased first, in this order.
         await self._insert([(INCOMING, 1, 0.0, _marked(env, HEADER_PARKED)) for env in envelopes])

@@ -43,7 +43,7 @@ def envelope_for(message: IncomingMessage, accepted_at: float) -> Envelope:
 
 
 def echo_envelope(echo: SentEcho, accepted_at: float) -> Envelope:
-    """The queue envelope of X's echo of a bot's own DM: to its conversation's shard."""
+    """The queue envelope of X's echo of a bot's own DM (for the echo stream)."""
     return Envelope(
         kind=ECHO_KIND,
         message_id=echo.event_id,
@@ -171,16 +171,19 @@ class WebhookHandler:
             return True
         accepted_at = time.time()
         envelopes = [envelope_for(m, accepted_at) for m in messages]
-        envelopes.extend(echo_envelope(e, accepted_at) for e in echoes)
+        echo_envelopes = [echo_envelope(e, accepted_at) for e in echoes]
         confirmed = False
         try:
-            await self._publisher.publish(envelopes)
+            if envelopes:
+                await self._publisher.publish(envelopes)
+            if echo_envelopes:
+                await self._publisher.publish_echoes(echo_envelopes)
             confirmed = True
         except PublishError as exc:
             log.warning(
                 "webhook.publish_failed",
                 error=str(exc),
-                event_ids=[e.message_id for e in envelopes],
+                event_ids=[e.message_id for e in envelopes + echo_envelopes],
             )
         finally:
             # Also on cancellation: a claim left unsettled would block its id forever.
