@@ -24,7 +24,10 @@ from tests.support.process_env import BOT_ID, ProcessEnv, start_process_env
 
 @pytest.fixture
 async def env(aiohttp_server: Any, tmp_path: Path, rabbit_vhost: str) -> AsyncIterator[ProcessEnv]:
-    yield await start_process_env(aiohttp_server, tmp_path, rabbit_vhost)
+    env = await start_process_env(aiohttp_server, tmp_path, rabbit_vhost)
+    with env.config.open("a") as config:  # off by default
+        config.write("chatbots.twitter-bot.webhooks-messaging.resend-echo-wait: 2s\n")
+    yield env
 
 
 def kill_now(daemon: DaemonProcess) -> None:
@@ -36,12 +39,15 @@ def answers(table: dict[str, list[str]]) -> Any:
     return lambda request: [{"type": "text", "text": t} for t in table[request.body["text"]]]
 
 
+@pytest.mark.parametrize("echoes_arrive", ["after the restart", "while it is down"])
 async def test_a_reply_x_took_at_the_kill_is_not_sent_again_once_its_echo_arrives(
-    env: ProcessEnv,
+    env: ProcessEnv, echoes_arrive: str
 ) -> None:
+    # While it is down, X's echoes go to another instance (a webhook only): the restarted
+    # worker reads them from the echo stream, from before it subscribed.
     env.gateway.on_message(BOT_ID, answers({"first": ["one", "two", "three"]}))
     daemon = await env.start()
-    restarted: DaemonProcess | None = None
+    others: list[DaemonProcess] = []
     try:
 
         def on_call(call: XCall) -> None:
@@ -53,15 +59,22 @@ async def test_a_reply_x_took_at_the_kill_is_not_sent_again_once_its_echo_arrive
         await env.x.wait_for_dms(2, timeout=10)
         await daemon.process.wait()
         env.x.on_call = None
-        restarted = await env.start()
-        for dm in env.x.sent_dms():  # X's echoes reach the webhook after the restart
-            await env.send_echo(restarted.url, dm)
+        if echoes_arrive == "while it is down":
+            config, port = env.variant("webhook-only")
+            others.append(await env.start("webhook", config, port))
+            for dm in env.x.sent_dms():
+                await env.send_echo(others[0].url, dm)
+            await asyncio.sleep(2.5)  # older than the moment the worker subscribes
+        others.append(await env.start())
+        if echoes_arrive == "after the restart":
+            for dm in env.x.sent_dms():
+                await env.send_echo(others[-1].url, dm)
         await env.x.wait_for_dms(3, timeout=20)
         await asyncio.sleep(1.5)  # a second "two" would show up by now
     finally:
         await daemon.kill()
-        if restarted is not None:
-            await restarted.kill()
+        for other in others:
+            await other.kill()
     assert [dm.text for dm in env.x.sent_dms()] == ["one", "two", "three"]
     assert [r.body["text"] for r in env.gateway.requests_for(BOT_ID)] == ["first"]
 

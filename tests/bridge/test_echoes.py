@@ -47,3 +47,15 @@ async def test_a_wait_ends_when_the_echo_arrives_and_gives_up_at_its_timeout() -
     assert found is not None and found.event_id == "2"
     assert loop.time() - started < 1.0
     assert await echoes.wait_for(CONVERSATION, "late", after_ms=1000, timeout=0.1) is None
+
+
+def test_conversations_quiet_for_longer_than_the_memory_are_forgotten() -> None:
+    now = [0.0]
+    echoes = RecentEchoes(max_age=120.0, clock=lambda: now[0])
+    echoes.add(echo("1", 1000))
+    now[0] = 100.0
+    echoes.add(echo("2", 1000, recipient=OTHER))
+    now[0] = 121.0
+    echoes.add(echo("3", 1000, recipient=OTHER))  # the first conversation is 121 s quiet
+    assert echoes.find(CONVERSATION, "ok", 0) is None
+    assert echoes.find("100-300", "ok", 0) is not None

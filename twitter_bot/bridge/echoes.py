@@ -20,37 +20,55 @@ round trip to X.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 
 from twitter_bot.models import SentEcho
 
-# Echoes kept per conversation, and conversations kept: a reply is in doubt only for
-# the seconds after a crash, so a short memory is enough.
+# Echoes kept per conversation, conversations kept, and for how long: a reply is in
+# doubt only in the seconds after a crash or failover, so a short memory is enough
+# (and memory follows the rate of replies, not the number of conversations ever seen).
 ECHOES_PER_CONVERSATION = 16
 CONVERSATIONS = 10_000
+MAX_AGE = 120.0
 
 
 class RecentEchoes:
     """The latest echoes of each conversation, and waits for one to arrive."""
 
     def __init__(
-        self, per_conversation: int = ECHOES_PER_CONVERSATION, conversations: int = CONVERSATIONS
+        self,
+        per_conversation: int = ECHOES_PER_CONVERSATION,
+        conversations: int = CONVERSATIONS,
+        max_age: float = MAX_AGE,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._per_conversation = per_conversation
         self._conversations = conversations
+        self._max_age = max_age
+        self._clock = clock
+        # Least recently added to first; with when each was last added to.
         self._echoes: OrderedDict[str, OrderedDict[str, SentEcho]] = OrderedDict()
+        self._added_at: dict[str, float] = {}
         # Set (and replaced) when an echo of the conversation arrives, for waiters.
         self._arrived: dict[str, asyncio.Event] = {}
 
     def add(self, echo: SentEcho) -> None:
         conversation = echo.conversation_id
+        now = self._clock()
         echoes = self._echoes.setdefault(conversation, OrderedDict())
         self._echoes.move_to_end(conversation)
+        self._added_at[conversation] = now
         echoes[echo.event_id] = echo  # a repeated delivery of an echo replaces itself
         while len(echoes) > self._per_conversation:
             echoes.popitem(last=False)
-        while len(self._echoes) > self._conversations:
-            self._echoes.popitem(last=False)
+        while self._echoes:
+            oldest = next(iter(self._echoes))
+            too_many = len(self._echoes) > self._conversations
+            if not too_many and now - self._added_at[oldest] <= self._max_age:
+                break
+            del self._echoes[oldest], self._added_at[oldest]
         arrived = self._arrived.pop(conversation, None)
         if arrived is not None:
             arrived.set()

@@ -121,6 +121,7 @@ class ConversationScheduler:
         # at once: keep it below the prefetch (see _until_message_arrives).
         self._checkpoint_hold_limit = checkpoint_hold_limit
         self._holding_for_message = 0
+        self._waiting_for_echo = 0
         self._park_refresh = park_refresh
         self._metrics = metrics
         self._clock = clock
@@ -336,8 +337,15 @@ class ConversationScheduler:
             text = self._processor.dm_text_of(answer[sent])
             if text is None:
                 break
-            wait = self._echo_wait if confirmed == 0 else 0.0
-            echo = await self._echoes.wait_for(envelope.conversation_id, text, after, wait)
+            # Like the checkpoints waiting for their messages, a wait holds a prefetch
+            # slot: past the limit, only what is already here counts.
+            may_wait = confirmed == 0 and self._waiting_for_echo < self._checkpoint_hold_limit
+            wait = self._echo_wait if may_wait else 0.0
+            self._waiting_for_echo += 1
+            try:
+                echo = await self._echoes.wait_for(envelope.conversation_id, text, after, wait)
+            finally:
+                self._waiting_for_echo -= 1
             if echo is None:
                 if confirmed == 0:
                     log.info("bridge.no_echo_for_reply_in_doubt", replies_sent=sent, waited=wait)
