@@ -110,11 +110,17 @@ def main() -> None:
     table = summary_table(results)
     print("\n" + table)
     extra = "".join(f"\nDaemon config added: `{line}`." for line in args.config)
+    echoes = (
+        "FakeX does not echo the bots' DMs."
+        if args.no_echoes
+        else "FakeX echoes each DM a bot sends to a random instance, as X does (20,000 more\n"
+        "webhook calls per run)."
+    )
     body = f"""
 {args.messages:,} messages per scenario across {args.conversations} conversations and 2 bots,
 offered at {args.rate:g}/s, through 2 `--role all` daemon processes (`tests/support/chaos.py`;
 FakeX and FakeGateway in the harness process, the broker link through a TCP proxy the run
-controls). Every message is answered with 2 replies. Seed {args.seed}.{extra}
+controls). Every message is answered with 2 replies. {echoes} Seed {args.seed}.{extra}
 Lost = a reply of an accepted message never sent; duplicated = extra copies of a reply;
 out of order = a first copy sent after a later reply of the same conversation.
 
