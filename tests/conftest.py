@@ -98,6 +98,19 @@ async def drain_queued(settings: Settings) -> list[Envelope]:
     return found
 
 
+async def queue_exists(settings: Settings, name: str) -> bool:
+    connection = await aio_pika.connect(
+        host=RABBIT_HOST, port=RABBIT_PORT, virtualhost=settings.rabbit.virtual_host
+    )
+    async with connection:
+        channel = await connection.channel()
+        try:
+            await channel.get_queue(name, ensure=True)
+        except aio_pika.exceptions.ChannelNotFoundEntity:
+            return False
+    return True
+
+
 async def read_echo_stream(settings: Settings, expect: int, timeout: float = 5.0) -> list[Envelope]:
     """The envelopes on the echo stream under the settings' prefix, from its start (a
     stream is read, not drained), once ``expect`` of them are there or at the timeout."""

@@ -38,6 +38,7 @@ def topology_for(settings: Settings) -> Topology:
         shards=rabbit.shards,
         queue_type=rabbit.queue_type,
         delivery_limit=rabbit.delivery_limit,
+        with_echo_stream=settings.messaging.resend_echo_wait > 0,
     )
 
 

@@ -15,10 +15,11 @@ from tests.conftest import (
     CONSUMER_SECRET,
     USER_ID,
     drain_queued,
+    queue_exists,
     read_echo_stream,
 )
 from tests.support.deliveries import aaa_delivery, dm_event, signed, xaa_delivery
-from twitter_bot.app import create_app
+from twitter_bot.app import create_app, topology_for
 from twitter_bot.models import IncomingMessage, SentEcho
 from twitter_bot.settings import HttpSettings, Secret, Settings
 from twitter_bot.webhook.signature import SIGNATURE_HEADER, crc_response_token, sign_body
@@ -230,6 +231,8 @@ async def test_own_unknown_bot_and_non_dm_events_are_dropped_with_200(
     assert await drain_queued(settings) == []
     metrics = await (await client.get("/metrics")).text()
     assert 'twitter_bot_webhook_events_dropped_total{reason="own_message"} 1.0' in metrics
+    # Off, the echo stream is not even declared (a broker without streams must do).
+    assert not await queue_exists(settings, topology_for(settings).echo_stream)
     assert 'twitter_bot_webhook_events_dropped_total{reason="unknown_bot"} 1.0' in metrics
     assert 'twitter_bot_webhook_events_dropped_total{reason="not_a_dm"} 2.0' in metrics
 

@@ -183,7 +183,8 @@ class MessageQueue(Protocol):
 
     @property
     def echoes_supported(self) -> bool:
-        """Whether X's echoes can be recorded and read back by every instance."""
+        """Whether X's echoes are recorded and read back by every instance (configured on,
+        and a queue that can)."""
         ...
 
     async def publish_echoes(self, envelopes: list[Envelope]) -> None: ...

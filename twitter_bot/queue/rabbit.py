@@ -85,6 +85,9 @@ class Topology:
     # checkpoints cannot overtake and are not used (see checkpoints_enabled).
     queue_type: str = "classic"
     delivery_limit: int = 20
+    # The echo stream exists only where it is used (resend-echo-wait): a broker without
+    # stream queues (the feature flag off) must not keep the daemon from connecting.
+    with_echo_stream: bool = False
 
     @property
     def checkpoints_enabled(self) -> bool:
@@ -159,14 +162,15 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
         topology.dead_letter_queue, durable=True, arguments=_type_arguments(topology)
     )
     await dead_letters.bind(exchange, topology.dead_letter_routing_key)
-    # X's echoes of the bots' DMs (bridge/echoes.py): a stream, so every instance reads
-    # all of them, also the ones from before it (re)started, and they age out alone.
-    echoes = await channel.declare_queue(
-        topology.echo_stream,
-        durable=True,
-        arguments={"x-queue-type": "stream", "x-max-age": ECHO_STREAM_MAX_AGE},
-    )
-    await echoes.bind(exchange, topology.echo_routing_key)
+    if topology.with_echo_stream:
+        # X's echoes of the bots' DMs (bridge/echoes.py): a stream, so every instance
+        # reads all of them, also those from before it (re)started; they age out alone.
+        echoes = await channel.declare_queue(
+            topology.echo_stream,
+            durable=True,
+            arguments={"x-queue-type": "stream", "x-max-age": ECHO_STREAM_MAX_AGE},
+        )
+        await echoes.bind(exchange, topology.echo_routing_key)
     return exchange
 
 
@@ -875,7 +879,7 @@ class RabbitQueue:
 
     @property
     def echoes_supported(self) -> bool:
-        return True
+        return self._topology.with_echo_stream
 
     def consume_echoes(self, deliver: Callable[[Envelope], None]) -> None:
         if self._consumer is not None:
