@@ -626,6 +626,8 @@ class ConversationScheduler:
             self._remove(queue, behind)
             return
         self._metrics.parked.inc(len(parked))
+        for parked_envelope in parked:  # their copies carry their progress from here on
+            self._progress_here.pop(parked_envelope.message_id, None)
         not_before = int(envelope.headers.get(HEADER_NOT_BEFORE, 0)) / 1000
         log.info(
             "bridge.message_parked",
