@@ -45,6 +45,18 @@ async def a_behind_a_proxy_and_b(env: ProcessEnv) -> AsyncIterator[tuple[str, Tc
         await proxy.stop()
 
 
+def answers_in_two_parts(env: ProcessEnv) -> asyncio.Event:
+    """The bot answers "part one", "part two"; the event is set once it was asked."""
+    asked = asyncio.Event()
+
+    def answer(request: RecordedRequest) -> list[dict[str, Any]]:
+        asked.set()
+        return [{"type": "text", "text": "part one"}, {"type": "text", "text": "part two"}]
+
+    env.gateway.on_message(BOT_ID, answer)
+    return asked
+
+
 async def test_a_message_in_flight_when_the_broker_link_drops_is_answered_once(
     aiohttp_server: Any, tmp_path: Path, rabbit_vhost: str
 ) -> None:
@@ -85,13 +97,7 @@ async def test_a_link_that_drops_between_two_replies_stops_the_rest_of_the_answe
     # still taking that DM. B resumes from the answer's checkpoint. A must not send the
     # second reply too: only the first, in flight at the cut, may go out twice.
     env = await start_process_env(aiohttp_server, tmp_path, rabbit_vhost)
-    asked = asyncio.Event()
-
-    def answer(request: RecordedRequest) -> list[dict[str, Any]]:
-        asked.set()
-        return [{"type": "text", "text": "part one"}, {"type": "text", "text": "part two"}]
-
-    env.gateway.on_message(BOT_ID, answer)
+    asked = answers_in_two_parts(env)
     async with a_behind_a_proxy_and_b(env) as (url_a, proxy):
         env.x.set_delay(1.5, EndpointKind.DM_V11)  # A's first DM is still at X at the cut
         await env.send_dm(url_a, "4501", "two parts please")
@@ -115,13 +121,7 @@ async def test_a_reply_x_took_while_the_link_was_down_is_not_sent_again_by_the_s
     # instance (with only the answer's checkpoint) once the link is up. The instance
     # remembers what X accepted from it and goes on with part two.
     env = await start_process_env(aiohttp_server, tmp_path, rabbit_vhost)
-    asked = asyncio.Event()
-
-    def answer(request: RecordedRequest) -> list[dict[str, Any]]:
-        asked.set()
-        return [{"type": "text", "text": "part one"}, {"type": "text", "text": "part two"}]
-
-    env.gateway.on_message(BOT_ID, answer)
+    asked = answers_in_two_parts(env)
     proxy = TcpProxy(RABBIT_HOST, RABBIT_PORT)
     await proxy.start()
     hosts = f'\nchatbots.messaging.rabbit.hosts: ["{RABBIT_HOST}:{proxy.port}"]\n'
