@@ -323,10 +323,10 @@ class ConversationScheduler:
         out as one text DM; the first waits up to ``echo_wait`` for its echo, the ones
         after it (out only if a checkpoint failed while the link held) do not wait.
         """
-        progress = envelope.progress or {}
-        anchor = progress.get("anchor")
         if self._echoes is None:
             return envelope
+        progress = envelope.progress or {}
+        anchor = progress.get("anchor")
         answer = _answer(envelope)
         sent = _sent(envelope)
         if not isinstance(anchor, dict) or anchor.get("sent") != sent or sent >= len(answer):
