@@ -85,8 +85,9 @@ class IncomingMessage:
 class SentEcho:
     """X's echo of a DM a bot account sent: its record that the DM went out.
 
-    Queued to the conversation's shard so that, after a crash, the bridge can tell
-    whether a reply whose send was in doubt reached X before sending it again.
+    Appended to the echo stream that every worker reads, so that after a crash the
+    bridge can tell whether a reply whose send was in doubt reached X before sending it
+    again (bridge/echoes.py).
     """
 
     event_id: str

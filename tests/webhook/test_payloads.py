@@ -147,7 +147,7 @@ def own_dm(event_id: str, text: str = "my reply", **kwargs: Any) -> dict[str, An
 
 def test_own_message_is_an_echo_never_a_message_to_answer() -> None:
     body = aaa(own_dm("1", timestamp="1579966202999"), dm_event("2"))
-    parsed = parse_delivery(body, BOTS)
+    parsed = parse_delivery(body, BOTS, keep_echoes=True)
     assert [m.event_id for m in parsed.messages] == ["2"]
     assert parsed.dropped == []
     assert parsed.echoes == [SentEcho("1", BOT, USER, 1579966202999, "my reply")]
@@ -162,7 +162,18 @@ def test_an_echo_s_media_link_is_removed_and_other_links_expanded() -> None:
         urls=[{"url": "https://t.co/ab", "expanded_url": "https://example.com/a"}],
         attachment={"type": "media", "media": {"type": "photo", "url": media_link}},
     )
-    assert parse_delivery(aaa(event), BOTS).echoes[0].text == "see https://example.com/a"
+    parsed = parse_delivery(aaa(event), BOTS, keep_echoes=True)
+    assert parsed.echoes[0].text == "see https://example.com/a"
+
+
+def test_own_message_dropped_without_validating_message_data_unless_echoes_are_kept() -> None:
+    event = own_dm("1")
+    del event["message_create"]["message_data"]
+    parsed = parse_delivery(aaa(event, dm_event("2")), BOTS)
+    assert parsed.dropped == [DroppedEvent("own_message", "1")]
+    assert [m.event_id for m in parsed.messages] == ["2"] and parsed.echoes == []
+    event = own_dm("3")
+    assert parse_delivery(aaa(event), BOTS).dropped == [DroppedEvent("own_message", "3")]
 
 
 @pytest.mark.parametrize(
@@ -180,7 +191,7 @@ def test_an_echo_s_media_link_is_removed_and_other_links_expanded() -> None:
 def test_an_echo_missing_a_part_is_dropped_not_refused(damage: Any) -> None:
     event = own_dm("1")
     damage(event)
-    parsed = parse_delivery(aaa(event), BOTS)
+    parsed = parse_delivery(aaa(event), BOTS, keep_echoes=True)
     assert parsed.dropped == [DroppedEvent("own_message", "1")]
     assert parsed.echoes == [] and parsed.messages == []
 

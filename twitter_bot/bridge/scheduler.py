@@ -654,10 +654,12 @@ class ConversationScheduler:
         """
         if not self._checkpoints:
             return
-        # The anchor of an echo check after a crash (bridge/echoes.py): X's clock is the
-        # wall clock, whatever clock this scheduler was given.
-        anchor = {"sent": _sent(envelope), "at_ms": _epoch_ms(time.time())}
-        progress = {**(envelope.progress or {}), "anchor": anchor}
+        progress = envelope.progress
+        if self._echo_wait > 0:
+            # The anchor of an echo check after a crash (bridge/echoes.py): X's clock is
+            # the wall clock, whatever clock this scheduler was given.
+            anchor = {"sent": _sent(envelope), "at_ms": _epoch_ms(time.time())}
+            progress = {**(progress or {}), "anchor": anchor}
         try:
             await self._requeuer.checkpoint(replace(envelope, headers={}, progress=progress))
         except PublishError as exc:

@@ -112,20 +112,18 @@ class WebhookHandler:
             log.warning("webhook.bad_signature", has_header=SIGNATURE_HEADER in request.headers)
             return _error(401, "invalid signature")
         try:
-            parsed = parse_delivery(jsoncodec.loads(body), self._bot_ids)
+            parsed = parse_delivery(
+                jsoncodec.loads(body), self._bot_ids, keep_echoes=self._queue_echoes
+            )
         except (ValueError, RecursionError, InvalidDelivery) as exc:
             # RecursionError: JSON nested deeper than the parser's stack allows.
             self._metrics.deliveries.labels("invalid").inc()
             log.warning("webhook.invalid_delivery", reason=str(exc)[:200])
             return _error(400, "not a valid delivery")
-        echoes = parsed.echoes
-        if echoes and not self._queue_echoes:
-            self._metrics.events_dropped.labels("own_message").inc(len(echoes))
-            echoes = []
         for dropped in parsed.dropped:
             self._metrics.events_dropped.labels(dropped.reason).inc()
             log.debug("webhook.event_dropped", reason=dropped.reason, event_id=dropped.event_id)
-        return await self._accept(parsed.messages, echoes)
+        return await self._accept(parsed.messages, parsed.echoes)
 
     def _sort(self, messages: list[IncomingMessage]) -> _Sorted:
         sorted_ = _Sorted([], [], 0)

@@ -24,9 +24,11 @@ Judgement calls, in one place:
   bot are dropped as ``unknown_bot`` without being validated (not ours to judge).
   For a configured bot, a malformed ``direct_message_events`` element is a 400.
 * Own messages (``sender_id`` == the account) are never answered. They are X's echo
-  of what the bot sent: returned as :class:`SentEcho` (the bridge uses them to tell
-  whether a reply in doubt after a crash went out) when the recipient, timestamp and
-  text are there, else dropped as ``own_message``; never a 400.
+  of what the bot sent. Asked to keep them (``keep_echoes``: the bridge uses them to
+  tell whether a reply in doubt after a crash went out), they are returned as
+  :class:`SentEcho` when the recipient, timestamp and text are there, else dropped as
+  ``own_message``; otherwise dropped as soon as the sender is known, before
+  ``message_data`` is looked at. Never a 400.
 * ``created_timestamp`` is required (a string of digits or an int): X always sends
   it, and a made-up 0 would silently break ordering downstream.
 * Ids must be decimal digits (string, or an exact JSON int): the conversation id is
@@ -121,10 +123,14 @@ class ParsedDelivery:
     echoes: list[SentEcho] = field(default_factory=list)
 
 
-def parse_delivery(body: object, bot_user_ids: Container[str]) -> ParsedDelivery:
+def parse_delivery(
+    body: object, bot_user_ids: Container[str], *, keep_echoes: bool = False
+) -> ParsedDelivery:
     """Turn a JSON-decoded webhook body into messages and dropped events.
 
     ``bot_user_ids`` holds the X user ids (strings) of the configured bot accounts.
+    ``keep_echoes``: return the bots' own DMs as echoes; else they are dropped as
+    ``own_message`` without being looked at further.
     Raises :class:`InvalidDelivery` for a body that is neither an AAA delivery nor
     an XAA envelope, or whose DM events for a configured bot are malformed.
     """
@@ -132,9 +138,9 @@ def parse_delivery(body: object, bot_user_ids: Container[str]) -> ParsedDelivery
         raise InvalidDelivery("body is not a JSON object")
     result = ParsedDelivery()
     if _is_aaa(body):
-        _parse_aaa(body, bot_user_ids, result)
+        _parse_aaa(body, bot_user_ids, keep_echoes, result)
     elif "data" in body:
-        _parse_xaa(body["data"], bot_user_ids, result)
+        _parse_xaa(body["data"], bot_user_ids, keep_echoes, result)
     else:
         raise InvalidDelivery("neither an AAA delivery nor an XAA envelope")
     return result
@@ -148,7 +154,10 @@ def _is_aaa(body: Mapping[str, object]) -> bool:
 
 
 def _parse_aaa(
-    body: Mapping[str, object], bot_user_ids: Container[str], result: ParsedDelivery
+    body: Mapping[str, object],
+    bot_user_ids: Container[str],
+    keep_echoes: bool,
+    result: ParsedDelivery,
 ) -> None:
     account: str | None = None
     if "for_user_id" in body:
@@ -157,11 +166,14 @@ def _parse_aaa(
         if account is None:
             raise InvalidDelivery("direct_message_events without for_user_id")
         events = _require_list(body[DM_EVENTS], DM_EVENTS)
-        _parse_dm_events(events, account, body.get("users"), bot_user_ids, result)
+        users = body.get("users")
+        _parse_dm_events(events, account, users, bot_user_ids, result, keep_echoes=keep_echoes)
     _drop_other_events(body, AAA_METADATA | {DM_EVENTS}, result, count_bare=False)
 
 
-def _parse_xaa(data: object, bot_user_ids: Container[str], result: ParsedDelivery) -> None:
+def _parse_xaa(
+    data: object, bot_user_ids: Container[str], keep_echoes: bool, result: ParsedDelivery
+) -> None:
     envelope = _require_mapping(data, "data")
     event_type = envelope.get("event_type")
     if not isinstance(event_type, str):
@@ -175,7 +187,8 @@ def _parse_xaa(data: object, bot_user_ids: Container[str], result: ParsedDeliver
         return
     account = _require_id(event_filter.get("user_id"), "data.filter.user_id")
     events = _require_list(payload.get(DM_EVENTS), f"data.payload.{DM_EVENTS}")
-    _parse_dm_events(events, account, payload.get("users"), bot_user_ids, result)
+    users = payload.get("users")
+    _parse_dm_events(events, account, users, bot_user_ids, result, keep_echoes=keep_echoes)
 
 
 def _drop_other_events(
@@ -217,13 +230,15 @@ def _parse_dm_events(
     users: object,
     bot_user_ids: Container[str],
     result: ParsedDelivery,
+    *,
+    keep_echoes: bool,
 ) -> None:
     if account not in bot_user_ids:
         result.dropped.extend(DroppedEvent("unknown_bot", _event_id(event)) for event in events)
         return
     user_map = users if isinstance(users, Mapping) else {}
     for event in events:
-        parsed = _parse_dm_event(event, account, user_map)
+        parsed = _parse_dm_event(event, account, user_map, keep_echoes)
         if isinstance(parsed, DroppedEvent):
             result.dropped.append(parsed)
         elif isinstance(parsed, SentEcho):
@@ -233,7 +248,7 @@ def _parse_dm_events(
 
 
 def _parse_dm_event(
-    element: object, account: str, users: Mapping[str, object]
+    element: object, account: str, users: Mapping[str, object], keep_echoes: bool
 ) -> IncomingMessage | SentEcho | DroppedEvent:
     event = _require_mapping(element, "direct_message_events element")
     kind = event.get("type")
@@ -245,6 +260,8 @@ def _parse_dm_event(
     create = _require_mapping(event.get("message_create"), "message_create")
     sender_id = _require_id(create.get("sender_id"), "message_create.sender_id")
     if sender_id == account:
+        if not keep_echoes:
+            return DroppedEvent("own_message", event_id)
         return _echo(event, create, event_id, account)
     data = _require_mapping(create.get("message_data"), "message_create.message_data")
     text = data.get("text")
