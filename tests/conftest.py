@@ -79,15 +79,20 @@ def settings(rabbit_vhost: str) -> Settings:
     return make_settings(rabbit_vhost)
 
 
+async def connect_to(settings: Settings) -> aio_pika.abc.AbstractConnection:
+    """A plain connection to the settings' virtual host on the test broker."""
+    return await aio_pika.connect(
+        host=RABBIT_HOST, port=RABBIT_PORT, virtualhost=settings.rabbit.virtual_host
+    )
+
+
 async def drain_queued(settings: Settings) -> list[Envelope]:
     """Consume back (and remove) every envelope queued under the settings' prefix, by shard."""
     from twitter_bot.app import topology_for
     from twitter_bot.queue.rabbit import decode_message
 
     topology = topology_for(settings)
-    connection = await aio_pika.connect(
-        host=RABBIT_HOST, port=RABBIT_PORT, virtualhost=settings.rabbit.virtual_host
-    )
+    connection = await connect_to(settings)
     found: list[Envelope] = []
     async with connection:
         channel = await connection.channel()
@@ -99,9 +104,7 @@ async def drain_queued(settings: Settings) -> list[Envelope]:
 
 
 async def queue_exists(settings: Settings, name: str) -> bool:
-    connection = await aio_pika.connect(
-        host=RABBIT_HOST, port=RABBIT_PORT, virtualhost=settings.rabbit.virtual_host
-    )
+    connection = await connect_to(settings)
     async with connection:
         channel = await connection.channel()
         try:
@@ -117,9 +120,7 @@ async def read_echo_stream(settings: Settings, expect: int, timeout: float = 5.0
     from twitter_bot.app import topology_for
 
     topology = topology_for(settings)
-    connection = await aio_pika.connect(
-        host=RABBIT_HOST, port=RABBIT_PORT, virtualhost=settings.rabbit.virtual_host
-    )
+    connection = await connect_to(settings)
     found: list[Envelope] = []
     arrived = asyncio.Event()
 

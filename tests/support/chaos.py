@@ -35,7 +35,7 @@ from aiohttp.test_utils import TestServer
 from tests.fakes.fake_gateway import FakeGateway, RecordedRequest, ScriptedResponse
 from tests.fakes.fake_x import DM_KINDS, FakeX, XCall, v11_error
 from tests.support.daemon import SECRETS, DaemonProcess, free_port, write_config
-from tests.support.deliveries import aaa_delivery, dm_event, signed
+from tests.support.deliveries import aaa_delivery, dm_event, echo_delivery, signed
 from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT
 from tests.support.tcp_proxy import TcpProxy
 
@@ -69,7 +69,7 @@ class ChaosPlan:
     seed: int = 1
     extra_config: str = ""
     # X delivers each DM a bot sends back to the webhook (x-api.md), here to a random
-    # instance, up to 4 tries; the daemons use them to avoid resending after a crash.
+    # instance, up to 4 tries; the daemons drop them unless resend-echo-wait is on.
     echoes: bool = True
 
 
@@ -255,15 +255,7 @@ chatbots.twitter-bot.logging.level: warning
         task.add_done_callback(self._echo_tasks.discard)
 
     async def _post_echo(self, http: aiohttp.ClientSession, call: XCall) -> None:
-        assert call.event_id is not None and call.recipient_id is not None
-        event = dm_event(
-            call.event_id,
-            call.user_id,
-            call.recipient_id,
-            call.text or "",
-            created_ms=int(call.at * 1000),
-        )
-        raw, headers = signed(aaa_delivery(call.user_id, event), SECRETS["consumer_secret"])
+        raw, headers = signed(echo_delivery(call), SECRETS["consumer_secret"])
         if await self._deliver_until_accepted(http, raw, headers, tries=4) is None:
             self.result.echoes_given_up += 1
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tests.fakes.fake_x import XCall
 from twitter_bot.webhook.signature import SIGNATURE_HEADER, sign_body
 
 
@@ -33,6 +34,16 @@ def dm_event(
             "message_data": message_data,
         },
     }
+
+
+def echo_delivery(dm: XCall) -> dict[str, Any]:
+    """X's echo of a DM a bot sent, as FakeX recorded it (x-api.md: a bot's own DMs come
+    back as message_create events for its account, stamped with X's clock)."""
+    assert dm.event_id is not None and dm.recipient_id is not None
+    event = dm_event(
+        dm.event_id, dm.user_id, dm.recipient_id, dm.text or "", created_ms=int(dm.at * 1000)
+    )
+    return aaa_delivery(dm.user_id, event)
 
 
 def aaa_delivery(for_user_id: str, *events: dict[str, Any], **extra: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import aiohttp
 from tests.fakes.fake_gateway import FakeGateway
 from tests.fakes.fake_x import FakeX, XCall
 from tests.support.daemon import SECRETS, DaemonProcess, free_port, write_config
-from tests.support.deliveries import aaa_delivery, dm_event, signed
+from tests.support.deliveries import aaa_delivery, dm_event, echo_delivery, signed
 
 BOT = "1230981029831098231"
 BOT_ID = "aaaabbbb-4444-5555-6666-ccccddddeeee"
@@ -58,12 +58,7 @@ class ProcessEnv:
 
     async def send_echo(self, base_url: str, dm: XCall) -> None:
         """X's echo of a DM the bot sent (x-api.md: its own DMs come back as events)."""
-        assert dm.event_id is not None and dm.recipient_id is not None
-        created_ms = int(dm.at * 1000)
-        event = dm_event(
-            dm.event_id, dm.user_id, dm.recipient_id, dm.text or "", created_ms=created_ms
-        )
-        await self._post(base_url, aaa_delivery(dm.user_id, event))
+        await self._post(base_url, echo_delivery(dm))
 
     async def _post(self, base_url: str, body: dict[str, Any]) -> None:
         raw, headers = signed(body, SECRETS["consumer_secret"])
