@@ -172,14 +172,17 @@ async def test_at_shutdown_a_pack_with_a_dm_unfinished_goes_back_whole_and_only_
     assert await drain_queued(restarted.settings) == []
 
 
+@pytest.mark.parametrize("first_takes", [0.1, 1.0])
 async def test_a_checkpoint_finished_before_its_pack_arrives_still_stays_with_the_pack(
-    aiohttp_server: Any, aiohttp_client: Any, rabbit_vhost: str
+    aiohttp_server: Any, aiohttp_client: Any, rabbit_vhost: str, first_takes: float
 ) -> None:
     """A crashed process left a DM's checkpoint (its answer out) and the pack holding the
     DM with another one still to do. The checkpoint comes first and finishes the DM here
-    before the pack has arrived (prefetch 2, the message before the pack is slow), but it
-    is acked only with the pack: after a shutdown before the other DM is done, a restart
-    still finds it and does not ask about, or answer, that DM again."""
+    before the pack has arrived (prefetch 2, the message before the pack is slow). After
+    a shutdown before the other DM is done, a restart still finds the DM done and does
+    not ask about, or answer, it again: the checkpoint waits for the pack and is acked
+    with it, or (the pack slower than that wait) is acked alone, and the DM found done
+    in the pack is checkpointed again to go with it."""
     first, done_dm, slow = users_on_one_shard(3, shards=8)
     event_ids = {first: "9300", done_dm: "9301", slow: "9302"}
 
@@ -189,7 +192,7 @@ async def test_a_checkpoint_finished_before_its_pack_arrives_still_stays_with_th
 
     async def answer(request: RecordedRequest) -> Any:
         sender = request.body["sender"]["id"]
-        await asyncio.sleep({first: 0.1, slow: 30}.get(sender, 0))
+        await asyncio.sleep({first: first_takes, slow: 30}.get(sender, 0))
         return echo(request)
 
     gateway = FakeGateway(token=GATEWAY_TOKEN)

@@ -140,6 +140,9 @@ class ConversationScheduler:
         # comes back with checkpoints that may lag a reply (its checkpoint failed with the
         # link): this record, not theirs, says what is out.
         self._progress_here: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # Per message id: the final progress of a message finished from a checkpoint
+        # copy (after a crash) rather than from its own delivery; see _found_done.
+        self._finished_from_copy: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._closing = asyncio.Event()
         self._late: list[Delivery] = []
 
@@ -271,6 +274,7 @@ class ConversationScheduler:
             # webhook instance (both copies land on this shard): done already.
             log.info("bridge.duplicate_dropped", redelivered=delivery.redelivered)
             self._metrics.bridge_duplicates_dropped.inc()
+            await self._found_done(delivery, envelope)
             await self._settle(delivery)
             return True
         elif not envelope.headers.get(HEADER_PARKED) and self._parked(envelope, queue):
@@ -708,11 +712,31 @@ class ConversationScheduler:
         with contextlib.suppress(_CheckpointFailed):
             await self._checkpoint(envelope)
 
+    async def _found_done(self, delivery: Delivery, envelope: Envelope) -> None:
+        """Checkpoint again a message that a checkpoint copy finished, found in an open pack.
+
+        After a crash the copy comes first (priority) and, when its pack is slow to
+        come, it is acked alone. Then the pack arrives and stays open until its other
+        parts are done: a second crash meanwhile would deliver it with nothing left to
+        say this part is done, and its answer would be asked for and sent again. The
+        new checkpoint goes with the pack (RabbitDelivery.ack), like _checkpoint_done's.
+        """
+        progress = self._finished_from_copy.pop(envelope.message_id, None)
+        if progress is None or delivery.ack_settles:
+            return
+        log.info("bridge.checkpointed_again_with_its_pack", replies_sent=progress.get("sent", 0))
+        with contextlib.suppress(_CheckpointFailed):
+            await self._checkpoint(replace(envelope, headers={}, progress=progress))
+
     async def _finish(self, delivery: Delivery, envelope: Envelope, outcome: str) -> None:
         self._completed[envelope.message_id] = None
         self._progress_here.pop(envelope.message_id, None)
         while len(self._completed) > RECENTLY_COMPLETED:
             self._completed.popitem(last=False)
+        if delivery.envelope.headers.get(HEADER_CHECKPOINT) and envelope.progress is not None:
+            self._finished_from_copy[envelope.message_id] = envelope.progress
+            while len(self._finished_from_copy) > RECENTLY_COMPLETED:
+                self._finished_from_copy.popitem(last=False)
         await self._settle(delivery)
         sent = (envelope.progress or {}).get("sent", 0)
         self._metrics.messages_bridged.labels(outcome).inc()
