@@ -18,6 +18,7 @@ hold), with read receipts and typing indicators off.
     .venv/bin/python bench/chaos.py [--scenarios kill,broker,gateway,x429,all]
         [--messages 10000] [--conversations 50] [--rate 200] [--seed 1] [--quick]
         [--config 'chatbots.messaging.rabbit.pack-publishes: false' ...] [--no-echoes]
+        [--logs DIR]
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ NAMES = {
 
 async def run(args: argparse.Namespace, where: Path) -> list[ChaosResult]:
     results = []
-    for key in args.scenarios.split(","):
+    for n, key in enumerate(args.scenarios.split(",")):
         plan = ChaosPlan(
             name=NAMES[key],
             messages=args.messages,
@@ -65,6 +66,7 @@ async def run(args: argparse.Namespace, where: Path) -> list[ChaosResult]:
             seed=args.seed,
             extra_config="".join(line + "\n" for line in args.config),
             echoes=not args.no_echoes,
+            logs_to=args.logs / f"{n}-{key}" if args.logs else None,
         )
         with vhost() as vhost_name:
             result = await run_chaos(plan, vhost_name, where)
@@ -102,6 +104,12 @@ def main() -> None:
         "'chatbots.messaging.rabbit.pack-publishes: false'",
     )
     parser.add_argument("--quick", action="store_true", help="1,000 messages per scenario")
+    parser.add_argument(
+        "--logs",
+        type=Path,
+        help="write each daemon process's log here (DIR/<n>-<scenario>/daemon-<k>.log); "
+        "add --config 'chatbots.twitter-bot.logging.level: info' to see every message's path",
+    )
     args = parser.parse_args()
     if args.quick:
         args.messages = 1_000

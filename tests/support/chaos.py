@@ -71,6 +71,8 @@ class ChaosPlan:
     # X delivers each DM a bot sends back to the webhook (x-api.md), here to a random
     # instance, up to 4 tries; the daemons drop them unless resend-echo-wait is on.
     echoes: bool = True
+    # Where to write each daemon process's log (one file per process), if anywhere.
+    logs_to: Path | None = None
 
 
 @dataclass
@@ -187,6 +189,10 @@ chatbots.twitter-bot.logging.level: warning
             if daemon is not None:
                 with contextlib.suppress(Exception):
                     await daemon.kill()
+        if self.plan.logs_to is not None:
+            self.plan.logs_to.mkdir(parents=True, exist_ok=True)
+            for n, daemon in enumerate(self.all_daemons):
+                (self.plan.logs_to / f"daemon-{n:02d}.log").write_text("".join(daemon.logs))
         await self.proxy.stop()
         for server in self.servers:
             await server.close()
