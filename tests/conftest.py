@@ -117,17 +117,26 @@ async def queue_exists(settings: Settings, name: str) -> bool:
 async def read_echo_stream(settings: Settings, expect: int, timeout: float = 5.0) -> list[Envelope]:
     """The envelopes on the echo stream under the settings' prefix, from its start (a
     stream is read, not drained), once ``expect`` of them are there or at the timeout."""
+    messages = await read_echo_stream_messages(settings, expect, timeout)
+    return [envelope for message in messages for envelope in message]
+
+
+async def read_echo_stream_messages(
+    settings: Settings, expect: int, timeout: float = 5.0
+) -> list[list[Envelope]]:
+    """Like read_echo_stream, by broker message: the envelopes each one carries."""
     from twitter_bot.app import topology_for
+    from twitter_bot.queue.rabbit import decode_message
 
     topology = topology_for(settings)
     connection = await connect_to(settings)
-    found: list[Envelope] = []
+    found: list[list[Envelope]] = []
     arrived = asyncio.Event()
 
     async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-        found.append(Envelope.decode(message.body))
+        found.append(decode_message(message.body, message.headers or {}))  # maybe a pack
         await message.ack()
-        if len(found) >= expect:
+        if sum(len(envelopes) for envelopes in found) >= expect:
             arrived.set()
 
     async with connection:

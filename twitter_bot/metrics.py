@@ -43,6 +43,11 @@ class Metrics:
             "X's echoes of the bots' own DMs durably queued, for resends in doubt after a crash.",
             registry=r,
         )
+        self.echoes_read = Counter(
+            "twitter_bot_bridge_echoes_read",
+            "X's echoes read from the echo stream by this worker (again after a reconnect).",
+            registry=r,
+        )
         self.echo_confirmed_resends = Counter(
             "twitter_bot_bridge_echo_confirmed_replies",
             "Replies in doubt after a crash that X's echo showed were out: not sent again.",

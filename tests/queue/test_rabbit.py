@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import aio_pika
 import pytest
 
-from tests.conftest import make_settings
+from tests.conftest import make_settings, read_echo_stream_messages
 from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT
 from tests.support.tcp_proxy import TcpProxy
-from twitter_bot.app import topology_for
+from twitter_bot.app import build_queue, topology_for
+from twitter_bot.metrics import Metrics
+from twitter_bot.queue import rabbit as rabbit_module
 from twitter_bot.queue.base import (
     HEADER_ATTEMPT,
     HEADER_NOT_BEFORE,
@@ -164,3 +167,41 @@ async def test_a_shard_probe_never_expires_into_the_dead_letters(
         assert probe.expiration is None
         dead = await channel.declare_queue(topology.dead_letter_queue, passive=True)
         assert dead.declaration_result.message_count == 0
+
+
+async def test_echoes_published_together_share_messages_and_all_reach_the_reader(
+    rabbit_vhost: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """X's echoes arriving at once go out as packs (one broker message and confirm for
+    many); the reader unpacks them, and acks often enough to read past its prefetch."""
+    monkeypatch.setattr(rabbit_module, "ECHO_PREFETCH", 20)
+    monkeypatch.setattr(rabbit_module, "ECHO_ACK_EVERY", 5)
+    settings = make_settings(rabbit_vhost)
+    settings = replace(settings, messaging=replace(settings.messaging, resend_echo_wait=2.0))
+    read: list[str] = []
+    everything_read = asyncio.Event()
+
+    def on_echo(echo: Envelope) -> None:
+        read.append(echo.message_id)
+        if len(read) == 150:
+            everything_read.set()
+
+    queue = build_queue(settings, Metrics())
+    queue.consume_echoes(on_echo)
+    await queue.start()
+    try:
+        assert await queue.wait_ready(5)
+        echoes = [
+            Envelope("echo", str(n), CONVERSATION, {"text": f"reply {n}"}, time.time())
+            for n in range(150)
+        ]
+        await asyncio.gather(*(queue.publish_echoes([echo]) for echo in echoes[:100]))
+        for echo in echoes[100:]:  # one message each: more than the reader's prefetch
+            await queue.publish_echoes([echo])
+        await asyncio.wait_for(everything_read.wait(), 10)
+    finally:
+        await queue.stop()
+    assert sorted(read, key=int) == [str(n) for n in range(150)]
+    messages = await read_echo_stream_messages(settings, expect=150)
+    assert sorted((e.message_id for m in messages for e in m), key=int) == sorted(read, key=int)
+    assert 50 < len(messages) < 150  # the first 100 shared messages, the last 50 did not

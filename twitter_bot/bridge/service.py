@@ -66,6 +66,7 @@ class BridgeService:
     def _remember_echo(self, envelope: Envelope) -> None:
         if self._echoes is None:
             return
+        self._metrics.echoes_read.inc()
         try:
             self._echoes.add(SentEcho.from_dict(envelope.payload))
         except (KeyError, TypeError, ValueError) as exc:

@@ -72,6 +72,9 @@ PROBE_HEADER = "twitter-bot-probe"
 ECHO_STREAM_MAX_AGE = "10m"
 ECHO_LOOKBACK = 15.0
 ECHO_PREFETCH = 1000
+# A stream counts acks only for flow control: one ack (multiple) per this many echo
+# messages keeps the consumer's credit well inside ECHO_PREFETCH at a tenth of the frames.
+ECHO_ACK_EVERY = 100
 ECHO_CLOSE_TIMEOUT = 1.0
 
 
@@ -337,6 +340,9 @@ class RabbitPublisher:
         self._pack = pack and topology.checkpoints_enabled
         self._on_packed = on_packed
         self._packers: dict[int, ShardPacker] = {}
+        # Echoes are always packed: at X's pace (one per reply) a broker message, confirm
+        # and stream entry each cost more than the echo is worth (bench/echo_cost.py).
+        self._echo_packer = ShardPacker(self._send_echo_pack)
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         connection.on_connected(self._open_channel)
@@ -405,25 +411,32 @@ class RabbitPublisher:
 
     async def publish_echoes(self, envelopes: list[Envelope]) -> None:
         """Append X's echoes to the echo stream; raise PublishError unless all confirm."""
-        main = self._require_exchange()
-        key = self._topology.echo_routing_key
-        await self._confirm_all([(main, key, _message(env)) for env in envelopes])
+        self._require_exchange()
+        try:
+            async with asyncio.timeout(self._confirm_timeout):
+                await self._echo_packer.publish(envelopes)
+        except TimeoutError as exc:
+            raise PublishError("publish not confirmed in time") from exc
 
     async def _send_pack(self, shard: int, envelopes: list[Envelope]) -> None:
+        await self._send_packed(self._topology.shard_routing_key(shard), envelopes)
+        if self._on_packed is not None:
+            self._on_packed(len(envelopes))
+
+    async def _send_echo_pack(self, envelopes: list[Envelope]) -> None:
+        await self._send_packed(self._topology.echo_routing_key, envelopes)
+
+    async def _send_packed(self, routing_key: str, envelopes: list[Envelope]) -> None:
         exchange = self._require_exchange()
         single = len(envelopes) == 1
         message = _message(envelopes[0]) if single else _pack_message(envelopes)
         try:
-            await exchange.publish(
-                message, routing_key=self._topology.shard_routing_key(shard), mandatory=True
-            )
+            await exchange.publish(message, routing_key=routing_key, mandatory=True)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             # Nacked, returned as unroutable, or the channel died: not durable.
             raise PublishError(f"publish failed: {type(exc).__name__}") from exc
-        if self._on_packed is not None:
-            self._on_packed(len(envelopes))
 
     async def park(self, envelopes: list[Envelope]) -> None:
         """Queue envelopes at the head of their shards (priority 1), strictly in this order.
@@ -775,6 +788,7 @@ class EchoReader:
         self._topology = topology
         self._deliver = deliver
         self._lookback = lookback
+        self._unacked = 0
         self._channel: AbstractChannel | None = None
         self._stopped = False
         connection.on_connected(self._subscribe)
@@ -783,6 +797,7 @@ class EchoReader:
         if self._stopped:
             return
         channel = await conn.channel()
+        self._unacked = 0  # a new channel's delivery tags start again
         await channel.set_qos(prefetch_count=ECHO_PREFETCH)  # a stream consumer needs one
         stream = await channel.get_queue(self._topology.echo_stream, ensure=True)
         since = datetime.now(UTC) - timedelta(seconds=self._lookback)
@@ -797,13 +812,17 @@ class EchoReader:
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
-            envelope = Envelope.decode(message.body)
+            envelopes = decode_message(message.body, message.headers)
         except (ValueError, KeyError, TypeError) as exc:
             log.warning("broker.undecodable_echo", error=str(exc)[:200])
         else:
-            self._deliver(envelope)
-        with contextlib.suppress(Exception):  # a stream only counts acks for flow control
-            await message.ack()
+            for envelope in envelopes:
+                self._deliver(envelope)
+        self._unacked += 1
+        if self._unacked >= ECHO_ACK_EVERY:
+            self._unacked = 0
+            with contextlib.suppress(Exception):  # only flow control: see ECHO_ACK_EVERY
+                await message.ack(multiple=True)
 
     async def stop(self) -> None:
         self._stopped = True
