@@ -9,6 +9,7 @@ from dataclasses import replace
 
 import aio_pika
 import pytest
+from structlog.testing import capture_logs
 
 from tests.conftest import make_settings, read_echo_stream_messages
 from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT
@@ -21,6 +22,7 @@ from twitter_bot.queue.base import (
     HEADER_NOT_BEFORE,
     HEADER_PARKED,
     Envelope,
+    PublishError,
     QueueDelivery,
 )
 from twitter_bot.queue.rabbit import RabbitConnection, RabbitPublisher, RabbitQueue, own_headers
@@ -205,3 +207,40 @@ async def test_echoes_published_together_share_messages_and_all_reach_the_reader
     messages = await read_echo_stream_messages(settings, expect=150)
     assert sorted((e.message_id for m in messages for e in m), key=int) == sorted(read, key=int)
     assert 50 < len(messages) < 150  # the first 100 shared messages, the last 50 did not
+
+
+async def test_a_broker_refusing_the_echo_stream_still_carries_the_dms(rabbit_vhost: str) -> None:
+    """Without streams (RabbitMQ before 3.9, or the feature flag off) the broker refuses
+    the echo stream; here a classic queue of that name makes it refuse for real. The
+    link still comes up and carries the DMs; the refusal is logged naming the setting,
+    and echoes are not recorded (echoes_ready is False for the webhook)."""
+    settings = make_settings(rabbit_vhost)
+    settings = replace(settings, messaging=replace(settings.messaging, resend_echo_wait=2.0))
+    connection = await aio_pika.connect(
+        host=RABBIT_HOST, port=RABBIT_PORT, virtualhost=rabbit_vhost
+    )
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_queue(topology_for(settings).echo_stream, durable=True)
+
+    received: asyncio.Queue[QueueDelivery] = asyncio.Queue()
+    queue = build_queue(settings, Metrics())
+    queue.consume_echoes(lambda echo: None)
+    queue.consume(8, received.put_nowait)
+    with capture_logs() as logs:
+        await queue.start()
+        try:
+            assert await queue.wait_ready(5)
+            assert queue.echoes_supported and not queue.echoes_ready
+            with pytest.raises(PublishError):
+                await queue.publish_echoes([envelope()])
+            await queue.publish([envelope()])
+            delivery = await asyncio.wait_for(received.get(), 5)
+            assert delivery.envelope.message_id == "42"
+            await delivery.ack()
+        finally:
+            await queue.stop()
+    [refused] = [log for log in logs if log["event"] == "broker.echo_stream_refused"]
+    assert refused["log_level"] == "error"
+    assert "resend-echo-wait" in refused["setting"]
+    assert not [log for log in logs if log["event"] == "broker.setup_failed"]

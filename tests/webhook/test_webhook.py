@@ -14,6 +14,7 @@ from tests.conftest import (
     BOT_B_USER_ID,
     CONSUMER_SECRET,
     USER_ID,
+    connect_to,
     drain_queued,
     queue_exists,
     read_echo_stream,
@@ -256,6 +257,27 @@ async def test_x_s_echo_of_a_bot_s_own_dm_goes_to_the_echo_stream_never_as_a_dm(
     metrics = await (await client.get("/metrics")).text()
     assert "twitter_bot_echoes_queued_total 1.0" in metrics
     assert 'reason="own_message"' not in metrics
+
+
+async def test_without_an_echo_stream_echoes_are_dropped_and_the_dms_beside_them_queued(
+    aiohttp_client, settings: Settings
+) -> None:
+    # The broker refuses the stream (a classic queue holds its name, as a broker without
+    # streams would refuse it): echoes cannot be recorded, and must not cost the DMs.
+    settings = replace(settings, messaging=replace(settings.messaging, resend_echo_wait=2.0))
+    connection = await connect_to(settings)
+    async with connection:
+        channel = await connection.channel()
+        await channel.declare_queue(topology_for(settings).echo_stream, durable=True)
+    client = await client_for(aiohttp_client, settings)
+    event = dm_event("10", BOT_A_USER_ID, USER_ID, "my own reply")
+    delivery = aaa_delivery(BOT_A_USER_ID, event, dm_event("12", USER_ID, BOT_A_USER_ID))
+    response = await post(client, delivery)
+    assert response.status == 200
+    assert await response.json() == {"queued": 1, "duplicates": 0}
+    assert [(e.kind, e.message_id) for e in await drain_queued(settings)] == [("dm", "12")]
+    metrics = await (await client.get("/metrics")).text()
+    assert 'twitter_bot_webhook_events_dropped_total{reason="own_message"} 1.0' in metrics
 
 
 async def test_duplicate_event_id_is_queued_once(aiohttp_client, settings: Settings) -> None:

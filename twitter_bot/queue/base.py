@@ -81,8 +81,14 @@ class Publisher(Protocol):
 
     async def publish(self, envelopes: list[Envelope]) -> None: ...
 
+    @property
+    def echoes_ready(self) -> bool:
+        """Whether X's echoes are to be recorded: supported, and (RabbitMQ) the broker did
+        not refuse the echo stream at the last connect."""
+        ...
+
     async def publish_echoes(self, envelopes: list[Envelope]) -> None:
-        """Durably record X's echoes of the bots' DMs (only where echoes_supported)."""
+        """Durably record X's echoes of the bots' DMs (only where echoes_ready)."""
         ...
 
 
@@ -186,6 +192,9 @@ class MessageQueue(Protocol):
         """Whether X's echoes are recorded and read back by every instance (configured on,
         and a queue that can)."""
         ...
+
+    @property
+    def echoes_ready(self) -> bool: ...
 
     async def publish_echoes(self, envelopes: list[Envelope]) -> None: ...
 

@@ -165,16 +165,40 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
         topology.dead_letter_queue, durable=True, arguments=_type_arguments(topology)
     )
     await dead_letters.bind(exchange, topology.dead_letter_routing_key)
-    if topology.with_echo_stream:
-        # X's echoes of the bots' DMs (bridge/echoes.py): a stream, so every instance
-        # reads all of them, also those from before it (re)started; they age out alone.
+    return exchange
+
+
+async def declare_echo_stream(conn: AbstractConnection, topology: Topology) -> bool:
+    """Declare the echo stream on a channel of its own; False (logged) if the broker refuses.
+
+    X's echoes of the bots' DMs (bridge/echoes.py) go to a stream, so every instance
+    reads all of them, also those from before it (re)started; they age out alone. A
+    broker without streams (RabbitMQ before 3.9, or the stream_queue feature flag off)
+    refuses it, and that closes the channel, not the link: the daemon runs on without
+    the echo check rather than not at all.
+    """
+    channel = await conn.channel()
+    try:
         echoes = await channel.declare_queue(
             topology.echo_stream,
             durable=True,
             arguments={"x-queue-type": "stream", "x-max-age": ECHO_STREAM_MAX_AGE},
         )
-        await echoes.bind(exchange, topology.echo_routing_key)
-    return exchange
+        await echoes.bind(topology.exchange, topology.echo_routing_key)
+    except aiormq.exceptions.ChannelClosed as exc:  # PRECONDITION_FAILED, NOT_ALLOWED...
+        log.error(
+            "broker.echo_stream_refused",
+            stream=topology.echo_stream,
+            error=str(exc)[:300],
+            effect="no echo check: a reply in doubt after a crash is sent again",
+            setting="chatbots.twitter-bot.webhooks-messaging.resend-echo-wait "
+            "(needs RabbitMQ 3.9+ with streams; 0 turns the check off)",
+        )
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            await channel.close()
+    return True
 
 
 @dataclass(frozen=True)
@@ -343,6 +367,8 @@ class RabbitPublisher:
         # Echoes are always packed: at X's pace (one per reply) a broker message, confirm
         # and stream entry each cost more than the echo is worth (bench/echo_cost.py).
         self._echo_packer = ShardPacker(self._send_echo_pack)
+        # Whether the broker refused the echo stream at the last connect (declare_echo_stream).
+        self.echo_stream_refused = False
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         connection.on_connected(self._open_channel)
@@ -356,6 +382,8 @@ class RabbitPublisher:
         # instead of a silent drop (aio-pika's default).
         channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
         self._exchange = await declare_topology(channel, self._topology)
+        if self._topology.with_echo_stream:
+            self.echo_stream_refused = not await declare_echo_stream(conn, self._topology)
         self._channel = channel
 
     @property
@@ -412,6 +440,8 @@ class RabbitPublisher:
     async def publish_echoes(self, envelopes: list[Envelope]) -> None:
         """Append X's echoes to the echo stream; raise PublishError unless all confirm."""
         self._require_exchange()
+        if self.echo_stream_refused:
+            raise PublishError("the broker refused the echo stream")
         try:
             async with asyncio.timeout(self._confirm_timeout):
                 await self._echo_packer.publish(envelopes)
@@ -799,9 +829,14 @@ class EchoReader:
         channel = await conn.channel()
         self._unacked = 0  # a new channel's delivery tags start again
         await channel.set_qos(prefetch_count=ECHO_PREFETCH)  # a stream consumer needs one
-        stream = await channel.get_queue(self._topology.echo_stream, ensure=True)
-        since = datetime.now(UTC) - timedelta(seconds=self._lookback)
-        await stream.consume(self._on_message, arguments={"x-stream-offset": since})
+        try:
+            stream = await channel.get_queue(self._topology.echo_stream, ensure=True)
+            since = datetime.now(UTC) - timedelta(seconds=self._lookback)
+            await stream.consume(self._on_message, arguments={"x-stream-offset": since})
+        except aiormq.exceptions.ChannelClosed as exc:
+            # No stream (declare_echo_stream logged why): the rest of the link is fine.
+            log.warning("broker.echo_stream_not_read", error=str(exc)[:200])
+            return
         channel.close_callbacks.add(self._on_channel_closed)
         self._channel = channel
 
@@ -899,6 +934,10 @@ class RabbitQueue:
     @property
     def echoes_supported(self) -> bool:
         return self._topology.with_echo_stream
+
+    @property
+    def echoes_ready(self) -> bool:
+        return self._topology.with_echo_stream and not self._publisher.echo_stream_refused
 
     def consume_echoes(self, deliver: Callable[[Envelope], None]) -> None:
         if self._consumer is not None:

@@ -197,6 +197,10 @@ class SqliteQueue:
         # Not built: one process, and a reply in doubt after its crash is sent again.
         return False
 
+    @property
+    def echoes_ready(self) -> bool:
+        return False
+
     async def publish_echoes(self, envelopes: list[Envelope]) -> None:
         raise PublishError("the embedded SQLite queue does not record X's echoes")
 

@@ -113,7 +113,10 @@ class WebhookHandler:
             return _error(401, "invalid signature")
         try:
             parsed = parse_delivery(
-                jsoncodec.loads(body), self._bot_ids, keep_echoes=self._queue_echoes
+                jsoncodec.loads(body),
+                self._bot_ids,
+                # Not while the broker refuses the echo stream (logged at connect).
+                keep_echoes=self._queue_echoes and self._publisher.echoes_ready,
             )
         except (ValueError, RecursionError, InvalidDelivery) as exc:
             # RecursionError: JSON nested deeper than the parser's stack allows.
@@ -172,10 +175,12 @@ class WebhookHandler:
         echo_envelopes = [echo_envelope(e, accepted_at) for e in echoes]
         confirmed = False
         try:
-            if envelopes:
-                await self._publisher.publish(envelopes)
+            # Echoes first: if the DMs then fail, X delivers them all again, and an echo
+            # queued twice is harmless where a DM queued twice is not.
             if echo_envelopes:
                 await self._publisher.publish_echoes(echo_envelopes)
+            if envelopes:
+                await self._publisher.publish(envelopes)
             confirmed = True
         except PublishError as exc:
             log.warning(
