@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 
 import aio_pika
+import aiormq
 import pytest
 from structlog.testing import capture_logs
 
@@ -25,8 +27,14 @@ from twitter_bot.queue.base import (
     PublishError,
     QueueDelivery,
 )
-from twitter_bot.queue.rabbit import RabbitConnection, RabbitPublisher, RabbitQueue, own_headers
-from twitter_bot.settings import Settings
+from twitter_bot.queue.rabbit import (
+    Backoff,
+    RabbitConnection,
+    RabbitPublisher,
+    RabbitQueue,
+    own_headers,
+)
+from twitter_bot.settings import BrokerHost, Settings
 
 CONVERSATION = "732739706-1230981029831098231"
 
@@ -244,3 +252,33 @@ async def test_a_broker_refusing_the_echo_stream_still_carries_the_dms(rabbit_vh
     assert refused["log_level"] == "error"
     assert "resend-echo-wait" in refused["setting"]
     assert not [log for log in logs if log["event"] == "broker.setup_failed"]
+
+
+async def test_stop_ends_the_reconnect_loop_even_when_a_connect_attempt_loses_the_cancel(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aio-pika/aiormq can turn a cancel that lands as a connect attempt fails into the
+    connect error. stop() must still end the supervisor, not wait on it forever."""
+    attempts = 0
+
+    async def connect_that_loses_the_cancel(**_: object) -> None:
+        nonlocal attempts
+        attempts += 1
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(0.2)
+        raise aiormq.exceptions.AMQPConnectionError("connection refused")
+
+    monkeypatch.setattr(rabbit_module.aio_pika, "connect", connect_that_loses_the_cancel)
+    connection = RabbitConnection(
+        (BrokerHost("127.0.0.1", 1),),
+        username="guest",
+        password="guest",
+        virtual_host="/",
+        connect_timeout=0.2,
+        heartbeat=30,
+        backoff=Backoff(initial=0.01, maximum=0.01),
+    )
+    connection.start()
+    await asyncio.sleep(0.05)  # inside the first attempt
+    await asyncio.wait_for(connection.stop(), 2)
+    assert attempts == 1

@@ -243,6 +243,7 @@ class RabbitConnection:
         self._callbacks: list[ConnectedCallback] = []
         self._connected = asyncio.Event()
         self._lost: asyncio.Event | None = None
+        self._stopping = False
         self.current_host: BrokerHost | None = None
 
     def on_connected(self, callback: ConnectedCallback) -> None:
@@ -270,6 +271,7 @@ class RabbitConnection:
             self._lost.set()
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -282,10 +284,19 @@ class RabbitConnection:
                 await asyncio.wait_for(conn.close(), self._connect_timeout)
 
     async def _supervise(self) -> None:
+        # ``_stopping`` as well as the cancel: a cancel that lands as a connect attempt
+        # fails can be lost inside aio-pika/aiormq (the attempt runs in a task of its own
+        # and its error is raised instead), and this loop would retry forever while stop()
+        # waits for it (seen once: a test's teardown hung for 60 s).
         attempt = 0
-        while True:
+        while not self._stopping:
             for host in self._hosts:
                 conn = await self._try_connect(host)
+                if self._stopping:
+                    if conn is not None:
+                        with contextlib.suppress(Exception):
+                            await conn.close()
+                    return
                 if conn is None:
                     continue
                 attempt = 0
