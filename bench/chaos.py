@@ -10,8 +10,8 @@ Scenarios (seconds are from the start of the load):
 The harness (tests/support/chaos.py) plays X: each conversation's DMs in order, each to a
 random instance, redelivered after a non-200 or a 3 s timeout, and echoes every DM the bots
 send back to a random instance, as X does (up to 4 tries; `--no-echoes`: not at all). The
-daemons drop the echoes unless `--config 'chatbots.twitter-bot.webhooks-messaging.resend-echo-wait:
-2s'` turns on the check of a reply in doubt after a crash against its echo. They run with default
+daemons check a reply in doubt after a crash against its echo (the default); `--config
+'chatbots.twitter-bot.webhooks-messaging.resend-echo-wait: 0'` turns that off. They run with default
 bridge settings (retry 1 s doubling to 300 s, each wait 1/2 to 1 of that, 10 attempts, 10 s
 hold), with read receipts and typing indicators off.
 

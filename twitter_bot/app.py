@@ -38,7 +38,8 @@ def topology_for(settings: Settings) -> Topology:
         shards=rabbit.shards,
         queue_type=rabbit.queue_type,
         delivery_limit=rabbit.delivery_limit,
-        with_echo_stream=settings.messaging.resend_echo_wait > 0,
+        # Only where checkpoints are (classic queues): the check starts from their anchor.
+        with_echo_stream=settings.messaging.resend_echo_wait > 0 and rabbit.queue_type == "classic",
     )
 
 

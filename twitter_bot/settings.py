@@ -152,11 +152,10 @@ class MessagingSettings:
     # messages at once, so the webhook sharing the loop answers X promptly (0: off).
     loop_lag_target: float = 0.002
     # After a crash, how long a reply that may already have gone out waits for X's echo
-    # of it before it is sent (again). 0 (the default): never wait, and the webhook drops
-    # the echoes. Off by default: in chaos runs the echo traffic (one more webhook call
-    # and publish per reply, every worker reading all of them) widened the double-kill
-    # window more than the check saved (docs/performance.md).
-    resend_echo_wait: float = 0.0
+    # of it before it is sent (again). 0: never wait, and the webhook drops the echoes.
+    # Chaos, SIGKILL x12: duplicated replies 0, 0, 0 with it, 2, 5, 7 without
+    # (docs/performance.md, "Echo check on by default").
+    resend_echo_wait: float = 2.0
     media_max_image_bytes: int = 5 * 1024 * 1024
     media_max_gif_bytes: int = 15 * 1024 * 1024
     media_max_video_bytes: int = 25 * 1024 * 1024

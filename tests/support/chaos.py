@@ -69,7 +69,7 @@ class ChaosPlan:
     seed: int = 1
     extra_config: str = ""
     # X delivers each DM a bot sends back to the webhook (x-api.md), here to a random
-    # instance, up to 4 tries; the daemons drop them unless resend-echo-wait is on.
+    # instance, up to 4 tries; the daemons drop them if resend-echo-wait is 0.
     echoes: bool = True
     # Where to write each daemon process's log (one file per process), if anywhere.
     logs_to: Path | None = None

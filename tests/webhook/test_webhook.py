@@ -210,8 +210,8 @@ async def test_malformed_bodies_are_400_never_500(aiohttp_client, settings: Sett
 async def test_own_unknown_bot_and_non_dm_events_are_dropped_with_200(
     aiohttp_client, settings: Settings
 ) -> None:
-    # resend-echo-wait is 0 by default: nothing waits for X's echoes of the bots' DMs.
-    assert settings.messaging.resend_echo_wait == 0
+    # resend-echo-wait 0: nothing waits for X's echoes of the bots' DMs, so they are dropped.
+    settings = replace(settings, messaging=replace(settings.messaging, resend_echo_wait=0.0))
     client = await client_for(aiohttp_client, settings)
     own = aaa_delivery(BOT_A_USER_ID, dm_event("10", BOT_A_USER_ID, USER_ID, "my own reply"))
     unknown = aaa_delivery("999", dm_event("11", USER_ID, "999"))
@@ -241,7 +241,7 @@ async def test_own_unknown_bot_and_non_dm_events_are_dropped_with_200(
 async def test_x_s_echo_of_a_bot_s_own_dm_goes_to_the_echo_stream_never_as_a_dm(
     aiohttp_client, settings: Settings
 ) -> None:
-    settings = replace(settings, messaging=replace(settings.messaging, resend_echo_wait=2.0))
+    assert settings.messaging.resend_echo_wait == 2.0  # the default: the echo check is on
     client = await client_for(aiohttp_client, settings)
     event = dm_event("10", BOT_A_USER_ID, USER_ID, "my own reply")
     delivery = aaa_delivery(BOT_A_USER_ID, event, dm_event("12", USER_ID, BOT_A_USER_ID))

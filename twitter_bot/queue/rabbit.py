@@ -88,8 +88,8 @@ class Topology:
     # checkpoints cannot overtake and are not used (see checkpoints_enabled).
     queue_type: str = "classic"
     delivery_limit: int = 20
-    # The echo stream exists only where it is used (resend-echo-wait): a broker without
-    # stream queues (the feature flag off) must not keep the daemon from connecting.
+    # The echo stream exists only where it is used (resend-echo-wait, classic queues);
+    # a broker that refuses it costs the echo check only (declare_echo_stream).
     with_echo_stream: bool = False
 
     @property
