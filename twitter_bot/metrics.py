@@ -40,7 +40,7 @@ class Metrics:
         )
         self.echoes_queued = Counter(
             "twitter_bot_echoes_queued",
-            "X's echoes of the bots' own DMs durably queued, for resends in doubt after a crash.",
+            "X's echoes of the bots' own DMs queued (held in memory while the broker link is down).",
             registry=r,
         )
         self.echoes_read = Counter(

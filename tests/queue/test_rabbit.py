@@ -13,7 +13,7 @@ import aiormq
 import pytest
 from structlog.testing import capture_logs
 
-from tests.conftest import make_settings, read_echo_stream_messages
+from tests.conftest import make_settings, read_echo_stream, read_echo_stream_messages
 from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT
 from tests.support.tcp_proxy import TcpProxy
 from twitter_bot.app import build_queue, topology_for
@@ -282,3 +282,31 @@ async def test_stop_ends_the_reconnect_loop_even_when_a_connect_attempt_loses_th
     await asyncio.sleep(0.05)  # inside the first attempt
     await asyncio.wait_for(connection.stop(), 2)
     assert attempts == 1
+
+
+async def test_echoes_taken_while_the_link_is_down_reach_the_stream_at_the_next_connect(
+    rabbit_vhost: str,
+) -> None:
+    """X may never deliver an echo again, and echoes matter most right after an outage
+    (the replies in doubt are resumed then): one that comes while the link is down is
+    held and appended when the link is back, and the readers get it."""
+    proxy = TcpProxy(RABBIT_HOST, RABBIT_PORT)
+    await proxy.start()
+    settings = make_settings(rabbit_vhost, port=proxy.port)
+    read: asyncio.Queue[str] = asyncio.Queue()
+    queue = build_queue(settings, Metrics())
+    queue.consume_echoes(lambda echo: read.put_nowait(echo.message_id))
+    await queue.start()
+    try:
+        assert await queue.wait_ready(5)
+        await proxy.cut()
+        while queue.ready:
+            await asyncio.sleep(0.01)
+        echo = Envelope("echo", "77", CONVERSATION, {"text": "reply"}, time.time())
+        await queue.publish_echoes([echo])  # held, not an error: X would not send it again
+        await proxy.restore()
+        assert await asyncio.wait_for(read.get(), 15) == "77"
+    finally:
+        await queue.stop()
+        await proxy.stop()
+    assert [e.message_id for e in await read_echo_stream(settings, expect=1)] == ["77"]

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -50,6 +51,7 @@ from twitter_bot.queue.base import (
     shard_of,
 )
 from twitter_bot.queue.packing import (
+    MAX_PACK,
     PACK_HEADER,
     PackSettlement,
     ShardPacker,
@@ -75,6 +77,8 @@ ECHO_PREFETCH = 1000
 # A stream counts acks only for flow control: one ack (multiple) per this many echo
 # messages keeps the consumer's credit well inside ECHO_PREFETCH at a tenth of the frames.
 ECHO_ACK_EVERY = 100
+# Echoes held while the broker link is down, newest kept (about 0.5 KB each).
+ECHO_HOLD = 10_000
 ECHO_CLOSE_TIMEOUT = 1.0
 
 
@@ -378,6 +382,7 @@ class RabbitPublisher:
         # Echoes are always packed: at X's pace (one per reply) a broker message, confirm
         # and stream entry each cost more than the echo is worth (bench/echo_cost.py).
         self._echo_packer = ShardPacker(self._send_echo_pack)
+        self._held_echoes: deque[Envelope] = deque(maxlen=ECHO_HOLD)
         # Whether the broker refused the echo stream at the last connect (declare_echo_stream).
         self.echo_stream_refused = False
         self._channel: AbstractChannel | None = None
@@ -395,6 +400,8 @@ class RabbitPublisher:
         self._exchange = await declare_topology(channel, self._topology)
         if self._topology.with_echo_stream:
             self.echo_stream_refused = not await declare_echo_stream(conn, self._topology)
+            if not self.echo_stream_refused:
+                await self._append_held_echoes(self._exchange)
         self._channel = channel
 
     @property
@@ -449,15 +456,41 @@ class RabbitPublisher:
             raise PublishError("publish not confirmed in time") from exc
 
     async def publish_echoes(self, envelopes: list[Envelope]) -> None:
-        """Append X's echoes to the echo stream; raise PublishError unless all confirm."""
-        self._require_exchange()
+        """Append X's echoes to the echo stream; PublishError if the broker refuses it.
+
+        While the link is down they are held here (the newest ECHO_HOLD) and appended at
+        the next connect, before the consumers subscribe: they are evidence, not work,
+        and X may never deliver them again, yet they matter most right after an outage,
+        when the replies in doubt are resumed from checkpoints.
+        """
         if self.echo_stream_refused:
             raise PublishError("the broker refused the echo stream")
         try:
+            self._require_exchange()
             async with asyncio.timeout(self._confirm_timeout):
                 await self._echo_packer.publish(envelopes)
-        except TimeoutError as exc:
-            raise PublishError("publish not confirmed in time") from exc
+        except (PublishError, TimeoutError) as exc:
+            self._held_echoes.extend(envelopes)
+            log.info("broker.echoes_held", count=len(envelopes), error=str(exc))
+
+    async def _append_held_echoes(self, exchange: AbstractExchange) -> None:
+        """At a connect (on its new channel's ``exchange``): append the echoes held while
+        the link was down, in packs."""
+        held, self._held_echoes = list(self._held_echoes), deque(maxlen=ECHO_HOLD)
+        for start in range(0, len(held), MAX_PACK):
+            chunk = held[start : start + MAX_PACK]
+            message = _message(chunk[0]) if len(chunk) == 1 else _pack_message(chunk)
+            try:
+                async with asyncio.timeout(self._confirm_timeout):
+                    await exchange.publish(
+                        message, routing_key=self._topology.echo_routing_key, mandatory=True
+                    )
+            except Exception as exc:  # the link dropped again: hold the rest
+                self._held_echoes.extendleft(reversed(held[start:]))
+                log.warning("broker.held_echoes_not_appended", error=repr(exc)[:200])
+                return
+        if held:
+            log.info("broker.held_echoes_appended", count=len(held))
 
     async def _send_pack(self, shard: int, envelopes: list[Envelope]) -> None:
         await self._send_packed(self._topology.shard_routing_key(shard), envelopes)
