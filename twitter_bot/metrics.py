@@ -40,7 +40,7 @@ class Metrics:
         )
         self.echoes_queued = Counter(
             "twitter_bot_echoes_queued",
-            "X's echoes of the bots' own DMs queued (held in memory while the broker link is down).",
+            "X's echoes of the bots' own DMs queued (or held while the broker link is down).",
             registry=r,
         )
         self.echoes_read = Counter(

@@ -13,8 +13,8 @@ import aio_pika
 from structlog.testing import capture_logs
 
 from tests.conftest import BOT_A_USER_ID
-from tests.fakes.fake_gateway import FakeGateway, RecordedRequest
-from tests.support.bridge_env import GATEWAY_TOKEN, start_bridge_env
+from tests.fakes.fake_gateway import FakeGateway, RecordedRequest, ScriptedResponse
+from tests.support.bridge_env import GATEWAY_TOKEN, fast_messaging, start_bridge_env
 from tests.support.deliveries import aaa_delivery, dm_event
 from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT, clear_policy, set_policy
 from tests.support.waiting import eventually
@@ -173,3 +173,51 @@ async def test_checkpoints_the_broker_refuses_while_the_link_is_fine_do_not_stop
     assert not [e for e in logs if e["event"] == "bridge.delivery_abandoned"]
     metrics = await env.metrics()
     assert 'twitter_bot_bridge_messages_total{outcome="delivered"} 1.0' in metrics
+
+
+async def test_a_finished_answer_s_checkpoints_are_not_parked_behind_a_later_message(
+    aiohttp_server: Any, aiohttp_client: Any, rabbit_vhost: str
+) -> None:
+    """A two-reply answer's checkpoints come back to their conversation's queue behind the
+    next DM, which the bot fails and which is parked with what waits behind it. Those
+    copies must not be parked too: a copy of a done DM, parked, outlives the copies that
+    said it was done, and the process that finds it later sends both replies again."""
+    user = "870000001"
+
+    async def answer(request: RecordedRequest) -> Any:
+        if request.text == "first":
+            await asyncio.sleep(0.3)  # the second DM is queued behind it meanwhile
+            return [{"type": "text", "text": "first/a"}, {"type": "text", "text": "first/b"}]
+        return ScriptedResponse(503, {"error": "the bot is down"})
+
+    gateway = FakeGateway(token=GATEWAY_TOKEN)
+    gateway.on_message("bot-a", answer)
+    quick_park = fast_messaging(
+        retry_initial_delay=0.6, retry_max_delay=0.6, max_rate_limit_hold=0.1, max_attempts=50
+    )
+    env = await start_bridge_env(
+        aiohttp_server, aiohttp_client, rabbit_vhost, gateway=gateway, messaging=quick_park
+    )
+    with capture_logs() as logs:
+        await env.send_dm("9601", user, text="first")
+        await env.send_dm("9602", user, text="second")
+        await env.x.wait_for_dms(2, timeout=10)
+        await eventually(
+            lambda: len([r for r in gateway.requests if r.text == "second"]) >= 2, timeout=10
+        )  # the second was parked (its retry is past the hold) and came back at least once
+        await env.client.close()
+    parks = [e for e in logs if e["event"] == "bridge.message_parked"]
+    assert parks and all(e["behind_it"] == 0 for e in parks), parks  # the DM alone
+    assert [dm.text for dm in env.x.sent_dms()] == ["first/a", "first/b"]
+
+    restarted = await start_bridge_env(
+        aiohttp_server,
+        aiohttp_client,
+        rabbit_vhost,
+        messaging=fast_messaging(resend_echo_wait=0.0),
+        rabbit={"queue_prefix": env.settings.rabbit.queue_prefix},
+    )
+    await restarted.x.wait_for_dms(1, timeout=10)
+    await asyncio.sleep(3.0)  # an orphan copy waits 2 s for its message, then resends
+    assert [dm.text for dm in restarted.x.sent_dms()] == ["echo: second"]
+    await restarted.client.close()

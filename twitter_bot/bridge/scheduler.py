@@ -164,11 +164,35 @@ class ConversationScheduler:
                 in_transit.remove(envelope.message_id)
                 if not in_transit:
                     del self._in_transit[conversation]
-        self._queues.setdefault(conversation, deque()).append(delivery)
-        if conversation not in self._workers:
-            task = asyncio.create_task(self._drain(conversation), name=f"conv-{conversation}")
-            self._workers[conversation] = task
+        if envelope.headers.get(HEADER_CHECKPOINT) and envelope.message_id in self._completed:
+            self._enqueue(_settle_lane(conversation), delivery)
+        else:
+            self._enqueue(conversation, delivery)
+
+    def _enqueue(self, lane: str, delivery: Delivery) -> None:
+        self._queues.setdefault(lane, deque()).append(delivery)
+        if lane not in self._workers:
+            task = asyncio.create_task(self._drain(lane), name=f"conv-{lane}")
+            self._workers[lane] = task
             task.add_done_callback(self._worker_done)
+
+    def _settle_copies_of(self, message_id: str, queue: deque[Delivery]) -> None:
+        """Move the checkpoint copies of a finished message out of its conversation's queue.
+
+        They carry nothing to do, but queued behind the conversation's next messages they
+        wait as long as those do, and a message parked takes them along (every copy
+        behind it). A copy parked outlives the newer copies that said the answer was out,
+        and whoever finds it later sends the answer again (chaos, all faults together:
+        both replies resent 70-90 s later). In a lane of their own they are settled now.
+        """
+        copies = [
+            d
+            for d in queue
+            if d.envelope.message_id == message_id and d.envelope.headers.get(HEADER_CHECKPOINT)
+        ]
+        self._remove(queue, copies)
+        for copy in copies:
+            self._enqueue(_settle_lane(copy.envelope.conversation_id), copy)
 
     def link_lost(self) -> None:
         """The broker link dropped: every delivery held is void and will come again.
@@ -253,6 +277,8 @@ class ConversationScheduler:
                 if not settled:
                     break  # closing: left in the queue for close() to requeue
                 queue.popleft()
+                if delivery.envelope.message_id in self._completed:
+                    self._settle_copies_of(delivery.envelope.message_id, queue)
         finally:
             self._workers.pop(conversation, None)
             if not queue:
@@ -800,6 +826,11 @@ class ConversationScheduler:
             await delivery.requeue()
         except Exception as exc:
             log.warning("bridge.requeue_failed", error=repr(exc))
+
+
+def _settle_lane(conversation: str) -> str:
+    """The queue key of a conversation's checkpoint copies that only need settling."""
+    return f"{conversation}\x00settle"
 
 
 def _with_attempt(envelope: Envelope, attempt: int, not_before: float) -> Envelope:
