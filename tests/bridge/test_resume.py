@@ -12,6 +12,7 @@ from typing import Any
 import aio_pika
 from structlog.testing import capture_logs
 
+from tests.bridge import test_packing as packing
 from tests.conftest import BOT_A_USER_ID
 from tests.fakes.fake_gateway import FakeGateway, RecordedRequest, ScriptedResponse
 from tests.support.bridge_env import GATEWAY_TOKEN, fast_messaging, start_bridge_env
@@ -220,4 +221,62 @@ async def test_a_finished_answer_s_checkpoints_are_not_parked_behind_a_later_mes
     await restarted.x.wait_for_dms(1, timeout=10)
     await asyncio.sleep(3.0)  # an orphan copy waits 2 s for its message, then resends
     assert [dm.text for dm in restarted.x.sent_dms()] == ["echo: second"]
+    await restarted.client.close()
+
+
+async def test_a_dm_found_done_behind_a_failing_one_is_not_parked_with_it(
+    aiohttp_server: Any, aiohttp_client: Any, rabbit_vhost: str
+) -> None:
+    """A crashed process answered DM A; its checkpoint comes first here and finishes A,
+    whose own delivery waits behind DM B. B fails and is parked with what waits behind
+    it: not A, which this process knows is done. Parked, A would reach a process that
+    does not know, and be asked and answered again."""
+    user = "870000002"
+    event_a, event_b = "9701", "9702"
+
+    async def crashed(settings: Settings) -> None:
+        await packing.leave_answered_checkpoints(settings, {user: event_a})
+        queue = build_queue(settings, Metrics())
+        await queue.start()
+        try:
+            assert await queue.wait_ready(5)
+            await queue.publish([packing.queued_dm(settings, event_b, user, "second")])
+            await queue.publish([packing.queued_dm(settings, event_a, user, "hi")])
+        finally:
+            await queue.stop()
+
+    async def bot_down(request: RecordedRequest) -> Any:
+        return ScriptedResponse(503, {"error": "the bot is down"})
+
+    gateway = FakeGateway(token=GATEWAY_TOKEN)
+    gateway.on_message("bot-a", bot_down)
+    quick_park = fast_messaging(
+        retry_initial_delay=0.6, retry_max_delay=0.6, max_rate_limit_hold=0.1, max_attempts=50
+    )
+    env = await start_bridge_env(
+        aiohttp_server,
+        aiohttp_client,
+        rabbit_vhost,
+        before_start=crashed,
+        gateway=gateway,
+        messaging=quick_park,
+    )
+    with capture_logs() as logs:
+        await eventually(lambda: len(gateway.requests) >= 2, timeout=10)  # B parked, back
+        await env.client.close()
+    parks = [e for e in logs if e["event"] == "bridge.message_parked"]
+    assert parks and all(e["behind_it"] == 0 for e in parks), parks  # B alone
+    assert [r.text for r in gateway.requests] == ["second"] * len(gateway.requests)
+
+    restarted = await start_bridge_env(
+        aiohttp_server,
+        aiohttp_client,
+        rabbit_vhost,
+        messaging=fast_messaging(resend_echo_wait=0.0),
+        rabbit={"queue_prefix": env.settings.rabbit.queue_prefix},
+    )
+    await restarted.x.wait_for_dms(1, timeout=10)
+    await asyncio.sleep(1.0)  # A asked and answered again would show up now
+    assert [dm.text for dm in restarted.x.sent_dms()] == ["echo: second"]
+    assert [r.text for r in restarted.gateway.requests] == ["second"]
     await restarted.client.close()

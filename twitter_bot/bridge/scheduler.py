@@ -164,10 +164,14 @@ class ConversationScheduler:
                 in_transit.remove(envelope.message_id)
                 if not in_transit:
                     del self._in_transit[conversation]
-        if envelope.headers.get(HEADER_CHECKPOINT) and envelope.message_id in self._completed:
+        if self._done_here(envelope):
             self._enqueue(_settle_lane(conversation), delivery)
         else:
             self._enqueue(conversation, delivery)
+
+    def _done_here(self, envelope: Envelope) -> bool:
+        """Whether this process finished the message (a redrive is work again)."""
+        return envelope.message_id in self._completed and not envelope.headers.get(HEADER_REDRIVEN)
 
     def _enqueue(self, lane: str, delivery: Delivery) -> None:
         self._queues.setdefault(lane, deque()).append(delivery)
@@ -176,23 +180,24 @@ class ConversationScheduler:
             self._workers[lane] = task
             task.add_done_callback(self._worker_done)
 
-    def _settle_copies_of(self, message_id: str, queue: deque[Delivery]) -> None:
-        """Move the checkpoint copies of a finished message out of its conversation's queue.
+    def _settle_lane_for(self, message_id: str, queue: deque[Delivery]) -> None:
+        """Move the other deliveries of a finished message out of its conversation's queue:
+        its checkpoint copies, and the message itself delivered again (in a pack, after a
+        crash, behind the copy that finished it).
 
         They carry nothing to do, but queued behind the conversation's next messages they
-        wait as long as those do, and a message parked takes them along (every copy
-        behind it). A copy parked outlives the newer copies that said the answer was out,
-        and whoever finds it later sends the answer again (chaos, all faults together:
-        both replies resent 70-90 s later). In a lane of their own they are settled now.
+        wait as long as those do, and a message parked takes along everything behind it.
+        Parked, they outlive what said the answer was out, and whoever finds them later
+        sends it again (chaos, all faults together: whole answers resent 60-90 s later,
+        from a parked copy or asked again for a parked message). In a lane of their own
+        they are settled now (the message as a duplicate, see _found_done).
         """
-        copies = [
-            d
-            for d in queue
-            if d.envelope.message_id == message_id and d.envelope.headers.get(HEADER_CHECKPOINT)
+        done = [
+            d for d in queue if d.envelope.message_id == message_id and self._done_here(d.envelope)
         ]
-        self._remove(queue, copies)
-        for copy in copies:
-            self._enqueue(_settle_lane(copy.envelope.conversation_id), copy)
+        self._remove(queue, done)
+        for delivery in done:
+            self._enqueue(_settle_lane(delivery.envelope.conversation_id), delivery)
 
     def link_lost(self) -> None:
         """The broker link dropped: every delivery held is void and will come again.
@@ -278,7 +283,7 @@ class ConversationScheduler:
                     break  # closing: left in the queue for close() to requeue
                 queue.popleft()
                 if delivery.envelope.message_id in self._completed:
-                    self._settle_copies_of(delivery.envelope.message_id, queue)
+                    self._settle_lane_for(delivery.envelope.message_id, queue)
         finally:
             self._workers.pop(conversation, None)
             if not queue:
@@ -829,7 +834,7 @@ class ConversationScheduler:
 
 
 def _settle_lane(conversation: str) -> str:
-    """The queue key of a conversation's checkpoint copies that only need settling."""
+    """The queue key of a conversation's deliveries that only need settling."""
     return f"{conversation}\x00settle"
 
 
