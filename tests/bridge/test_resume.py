@@ -15,7 +15,7 @@ from structlog.testing import capture_logs
 from tests.bridge import test_packing as packing
 from tests.conftest import BOT_A_USER_ID
 from tests.fakes.fake_gateway import FakeGateway, RecordedRequest, ScriptedResponse
-from tests.support.bridge_env import GATEWAY_TOKEN, fast_messaging, start_bridge_env
+from tests.support.bridge_env import GATEWAY_TOKEN, BridgeEnv, fast_messaging, start_bridge_env
 from tests.support.deliveries import aaa_delivery, dm_event
 from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT, clear_policy, set_policy
 from tests.support.waiting import eventually
@@ -176,6 +176,39 @@ async def test_checkpoints_the_broker_refuses_while_the_link_is_fine_do_not_stop
     assert 'twitter_bot_bridge_messages_total{outcome="delivered"} 1.0' in metrics
 
 
+# The bot fails "second"; a retry is due past the hold bound, so the DM is parked at once.
+BOT_DOWN = ScriptedResponse(503, {"error": "the bot is down"})
+QUICK_PARK = fast_messaging(
+    retry_initial_delay=0.6, retry_max_delay=0.6, max_rate_limit_hold=0.1, max_attempts=50
+)
+
+
+def parked_alone(logs: list[dict[str, Any]]) -> bool:
+    """Whether every park logged took the failing DM alone (nothing queued behind it)."""
+    parks = [e for e in logs if e["event"] == "bridge.message_parked"]
+    return bool(parks) and all(e["behind_it"] == 0 for e in parks)
+
+
+async def sent_after_restart(
+    aiohttp_server: Any, aiohttp_client: Any, rabbit_vhost: str, env: BridgeEnv, settle: float
+) -> tuple[list[str], list[str]]:
+    """Restart on ``env``'s queues (bot answering, echo check off), wait for one DM and
+    ``settle`` seconds more: the texts sent to X and asked of the bot."""
+    restarted = await start_bridge_env(
+        aiohttp_server,
+        aiohttp_client,
+        rabbit_vhost,
+        messaging=fast_messaging(resend_echo_wait=0.0),
+        rabbit={"queue_prefix": env.settings.rabbit.queue_prefix},
+    )
+    await restarted.x.wait_for_dms(1, timeout=10)
+    await asyncio.sleep(settle)  # a DM sent again would show up now
+    await restarted.client.close()
+    return [dm.text or "" for dm in restarted.x.sent_dms()], [
+        r.text for r in restarted.gateway.requests
+    ]
+
+
 async def test_a_finished_answer_s_checkpoints_are_not_parked_behind_a_later_message(
     aiohttp_server: Any, aiohttp_client: Any, rabbit_vhost: str
 ) -> None:
@@ -189,15 +222,12 @@ async def test_a_finished_answer_s_checkpoints_are_not_parked_behind_a_later_mes
         if request.text == "first":
             await asyncio.sleep(0.3)  # the second DM is queued behind it meanwhile
             return [{"type": "text", "text": "first/a"}, {"type": "text", "text": "first/b"}]
-        return ScriptedResponse(503, {"error": "the bot is down"})
+        return BOT_DOWN
 
     gateway = FakeGateway(token=GATEWAY_TOKEN)
     gateway.on_message("bot-a", answer)
-    quick_park = fast_messaging(
-        retry_initial_delay=0.6, retry_max_delay=0.6, max_rate_limit_hold=0.1, max_attempts=50
-    )
     env = await start_bridge_env(
-        aiohttp_server, aiohttp_client, rabbit_vhost, gateway=gateway, messaging=quick_park
+        aiohttp_server, aiohttp_client, rabbit_vhost, gateway=gateway, messaging=QUICK_PARK
     )
     with capture_logs() as logs:
         await env.send_dm("9601", user, text="first")
@@ -207,21 +237,11 @@ async def test_a_finished_answer_s_checkpoints_are_not_parked_behind_a_later_mes
             lambda: len([r for r in gateway.requests if r.text == "second"]) >= 2, timeout=10
         )  # the second was parked (its retry is past the hold) and came back at least once
         await env.client.close()
-    parks = [e for e in logs if e["event"] == "bridge.message_parked"]
-    assert parks and all(e["behind_it"] == 0 for e in parks), parks  # the DM alone
+    assert parked_alone(logs), logs
     assert [dm.text for dm in env.x.sent_dms()] == ["first/a", "first/b"]
-
-    restarted = await start_bridge_env(
-        aiohttp_server,
-        aiohttp_client,
-        rabbit_vhost,
-        messaging=fast_messaging(resend_echo_wait=0.0),
-        rabbit={"queue_prefix": env.settings.rabbit.queue_prefix},
-    )
-    await restarted.x.wait_for_dms(1, timeout=10)
-    await asyncio.sleep(3.0)  # an orphan copy waits 2 s for its message, then resends
-    assert [dm.text for dm in restarted.x.sent_dms()] == ["echo: second"]
-    await restarted.client.close()
+    # An orphan copy waits 2 s for its message, then resends: 3 s covers it.
+    sent, _ = await sent_after_restart(aiohttp_server, aiohttp_client, rabbit_vhost, env, 3.0)
+    assert sent == ["echo: second"]
 
 
 async def test_a_dm_found_done_behind_a_failing_one_is_not_parked_with_it(
@@ -245,38 +265,20 @@ async def test_a_dm_found_done_behind_a_failing_one_is_not_parked_with_it(
         finally:
             await queue.stop()
 
-    async def bot_down(request: RecordedRequest) -> Any:
-        return ScriptedResponse(503, {"error": "the bot is down"})
-
     gateway = FakeGateway(token=GATEWAY_TOKEN)
-    gateway.on_message("bot-a", bot_down)
-    quick_park = fast_messaging(
-        retry_initial_delay=0.6, retry_max_delay=0.6, max_rate_limit_hold=0.1, max_attempts=50
-    )
+    gateway.on_message("bot-a", lambda request: BOT_DOWN)
     env = await start_bridge_env(
         aiohttp_server,
         aiohttp_client,
         rabbit_vhost,
         before_start=crashed,
         gateway=gateway,
-        messaging=quick_park,
+        messaging=QUICK_PARK,
     )
     with capture_logs() as logs:
         await eventually(lambda: len(gateway.requests) >= 2, timeout=10)  # B parked, back
         await env.client.close()
-    parks = [e for e in logs if e["event"] == "bridge.message_parked"]
-    assert parks and all(e["behind_it"] == 0 for e in parks), parks  # B alone
+    assert parked_alone(logs), logs
     assert [r.text for r in gateway.requests] == ["second"] * len(gateway.requests)
-
-    restarted = await start_bridge_env(
-        aiohttp_server,
-        aiohttp_client,
-        rabbit_vhost,
-        messaging=fast_messaging(resend_echo_wait=0.0),
-        rabbit={"queue_prefix": env.settings.rabbit.queue_prefix},
-    )
-    await restarted.x.wait_for_dms(1, timeout=10)
-    await asyncio.sleep(1.0)  # A asked and answered again would show up now
-    assert [dm.text for dm in restarted.x.sent_dms()] == ["echo: second"]
-    assert [r.text for r in restarted.gateway.requests] == ["second"]
-    await restarted.client.close()
+    sent, asked = await sent_after_restart(aiohttp_server, aiohttp_client, rabbit_vhost, env, 1.0)
+    assert (sent, asked) == (["echo: second"], ["second"])

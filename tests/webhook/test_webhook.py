@@ -238,14 +238,20 @@ async def test_own_unknown_bot_and_non_dm_events_are_dropped_with_200(
     assert 'twitter_bot_webhook_events_dropped_total{reason="not_a_dm"} 2.0' in metrics
 
 
+# One delivery: X's echo of bot A's DM "my own reply" (id 10), and a user's DM (id 12).
+ECHO_AND_DM = aaa_delivery(
+    BOT_A_USER_ID,
+    dm_event("10", BOT_A_USER_ID, USER_ID, "my own reply"),
+    dm_event("12", USER_ID, BOT_A_USER_ID),
+)
+
+
 async def test_x_s_echo_of_a_bot_s_own_dm_goes_to_the_echo_stream_never_as_a_dm(
     aiohttp_client, settings: Settings
 ) -> None:
     assert settings.messaging.resend_echo_wait == 2.0  # the default: the echo check is on
     client = await client_for(aiohttp_client, settings)
-    event = dm_event("10", BOT_A_USER_ID, USER_ID, "my own reply")
-    delivery = aaa_delivery(BOT_A_USER_ID, event, dm_event("12", USER_ID, BOT_A_USER_ID))
-    response = await post(client, delivery)
+    response = await post(client, ECHO_AND_DM)
     assert response.status == 200
     assert await response.json() == {"queued": 1, "duplicates": 0}
     queued = await drain_queued(settings)
@@ -270,9 +276,7 @@ async def test_without_an_echo_stream_echoes_are_dropped_and_the_dms_beside_them
         channel = await connection.channel()
         await channel.declare_queue(topology_for(settings).echo_stream, durable=True)
     client = await client_for(aiohttp_client, settings)
-    event = dm_event("10", BOT_A_USER_ID, USER_ID, "my own reply")
-    delivery = aaa_delivery(BOT_A_USER_ID, event, dm_event("12", USER_ID, BOT_A_USER_ID))
-    response = await post(client, delivery)
+    response = await post(client, ECHO_AND_DM)
     assert response.status == 200
     assert await response.json() == {"queued": 1, "duplicates": 0}
     assert [(e.kind, e.message_id) for e in await drain_queued(settings)] == [("dm", "12")]
