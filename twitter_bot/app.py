@@ -145,7 +145,6 @@ def create_app(
             ),
             metrics=metrics,
             on_accepted=_also_signal_ingest(upkeep.on_accepted, yielding),
-            queue_echoes=settings.messaging.resend_echo_wait > 0 and queue.echoes_supported,
         ).add_routes(app, settings.webhook.path)
         if settings.push_api.token:  # off without a token: the route does not exist
             PushHandler(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from functools import partial
 
 import aiohttp
 import structlog
@@ -47,11 +48,13 @@ class BridgeService:
         self._metrics = metrics
         self._admission = admission
         self._scheduler: ConversationScheduler | None = None
-        # X's echoes of the bots' DMs, read by every instance (bridge/echoes.py).
+        # X's echoes of the bots' DMs, read by every instance (bridge/echoes.py); the
+        # queue supports them only where resend-echo-wait is on.
         self._echoes: RecentEchoes | None = None
-        if settings.messaging.resend_echo_wait > 0 and queue.echoes_supported:
+        if queue.echoes_supported:
             self._echoes = RecentEchoes()
-            queue.consume_echoes(self._remember_echo)  # before consume (see RabbitQueue)
+            # Before consume (see RabbitQueue).
+            queue.consume_echoes(partial(self._remember_echo, self._echoes))
         queue.consume(settings.messaging.prefetch, self._submit, self._link_lost)
 
     @property
@@ -63,12 +66,10 @@ class BridgeService:
             raise RuntimeError("bridge received a delivery before it was started")
         self._scheduler.submit(delivery)
 
-    def _remember_echo(self, envelope: Envelope) -> None:
-        if self._echoes is None:
-            return
+    def _remember_echo(self, echoes: RecentEchoes, envelope: Envelope) -> None:
         self._metrics.echoes_read.inc()
         try:
-            self._echoes.add(SentEcho.from_dict(envelope.payload))
+            echoes.add(SentEcho.from_dict(envelope.payload))
         except (KeyError, TypeError, ValueError) as exc:
             log.warning("bridge.bad_echo", error=repr(exc)[:200])
 

@@ -478,8 +478,7 @@ class RabbitPublisher:
         the link was down, in packs."""
         held, self._held_echoes = list(self._held_echoes), deque(maxlen=ECHO_HOLD)
         for start in range(0, len(held), MAX_PACK):
-            chunk = held[start : start + MAX_PACK]
-            message = _message(chunk[0]) if len(chunk) == 1 else _pack_message(chunk)
+            message = _message_of(held[start : start + MAX_PACK])
             try:
                 async with asyncio.timeout(self._confirm_timeout):
                     await exchange.publish(
@@ -502,8 +501,7 @@ class RabbitPublisher:
 
     async def _send_packed(self, routing_key: str, envelopes: list[Envelope]) -> None:
         exchange = self._require_exchange()
-        single = len(envelopes) == 1
-        message = _message(envelopes[0]) if single else _pack_message(envelopes)
+        message = _message_of(envelopes)
         try:
             await exchange.publish(message, routing_key=routing_key, mandatory=True)
         except asyncio.CancelledError:
@@ -600,6 +598,11 @@ def _message(
             **(extra_headers or {}),
         },
     )
+
+
+def _message_of(envelopes: list[Envelope]) -> aio_pika.Message:
+    """One envelope as it travels alone; several as one pack."""
+    return _message(envelopes[0]) if len(envelopes) == 1 else _pack_message(envelopes)
 
 
 def _pack_message(envelopes: list[Envelope]) -> aio_pika.Message:

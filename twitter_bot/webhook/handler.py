@@ -72,13 +72,12 @@ class WebhookHandler:
         recent_ids: RecentEventIds,
         metrics: Metrics,
         on_accepted: Callable[[str, float], None] | None = None,
-        queue_echoes: bool = False,
     ) -> None:
         """``on_accepted(bot_user_id, accepted_at)`` is told of every DM once it is queued.
 
-        ``queue_echoes``: queue X's echoes of the bots' own DMs (else they are dropped).
+        X's echoes of the bots' own DMs are queued where ``publisher.echoes_ready`` (the
+        echo check on, and a broker that took the stream), else dropped.
         """
-        self._queue_echoes = queue_echoes
         self._consumer_secret = consumer_secret
         self._bot_ids = bot_ids_by_user_id
         self._publisher = publisher
@@ -116,7 +115,7 @@ class WebhookHandler:
                 jsoncodec.loads(body),
                 self._bot_ids,
                 # Not while the broker refuses the echo stream (logged at connect).
-                keep_echoes=self._queue_echoes and self._publisher.echoes_ready,
+                keep_echoes=self._publisher.echoes_ready,
             )
         except (ValueError, RecursionError, InvalidDelivery) as exc:
             # RecursionError: JSON nested deeper than the parser's stack allows.
