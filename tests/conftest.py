@@ -11,7 +11,14 @@ from dataclasses import replace
 import aio_pika
 import pytest
 
-from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT, create_vhost, delete_vhost
+from tests.support.rabbit import (
+    RABBIT_HOST,
+    RABBIT_PORT,
+    create_vhost,
+    delete_test_streams,
+    delete_vhost,
+    streams_may_exist,
+)
 from twitter_bot.queue.base import Envelope
 from twitter_bot.settings import (
     ApiSettings,
@@ -37,6 +44,13 @@ def rabbit_vhost() -> Iterator[str]:
     delete_vhost(name)
 
 
+@pytest.fixture(autouse=True)
+def delete_streams_after_the_test() -> Iterator[None]:
+    """Every test's streams go when it ends (see delete_test_streams)."""
+    yield
+    delete_test_streams()
+
+
 def make_settings(vhost: str, *, port: int = RABBIT_PORT, **rabbit_overrides: object) -> Settings:
     rabbit = RabbitSettings(
         hosts=(BrokerHost(RABBIT_HOST, port),),
@@ -46,6 +60,8 @@ def make_settings(vhost: str, *, port: int = RABBIT_PORT, **rabbit_overrides: ob
         queue_prefix=f"t-{uuid.uuid4().hex[:10]}",
         connect_timeout=2.0,
     )
+    rabbit = replace(rabbit, **rabbit_overrides)  # type: ignore[arg-type]
+    streams_may_exist(vhost, rabbit.queue_prefix)
     return Settings(
         auth=AuthSettings(
             consumer_key="test-consumer-key",
@@ -70,7 +86,7 @@ def make_settings(vhost: str, *, port: int = RABBIT_PORT, **rabbit_overrides: ob
             ),
         ),
         gateway=GatewaySettings(url="http://127.0.0.1:9/gateway"),
-        rabbit=replace(rabbit, **rabbit_overrides),  # type: ignore[arg-type]
+        rabbit=rabbit,
     )
 
 

@@ -167,8 +167,8 @@ async def test_quorum_queues_end_to_end(env: ProcessEnv, rabbit_vhost: str) -> N
     assert types[f"{prefix}.incoming.0"] == "quorum"
     assert types[f"{prefix}.dead-letter"] == "quorum"
     assert not [name for name in types if name.startswith(f"{prefix}.delay")]
-    # No checkpoints on quorum queues, so nothing for the echo check to start from.
-    assert f"{prefix}.echoes" not in types
+    # No checkpoints on quorum queues, so nothing for the streams to add to.
+    assert f"{prefix}.echoes" not in types and f"{prefix}.finished" not in types
     events = [
         json.loads(line)["event"]
         for line in daemons[0].logs + daemons[1].logs

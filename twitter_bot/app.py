@@ -38,8 +38,9 @@ def topology_for(settings: Settings) -> Topology:
         shards=rabbit.shards,
         queue_type=rabbit.queue_type,
         delivery_limit=rabbit.delivery_limit,
-        # Only where checkpoints are (classic queues): the check starts from their anchor.
-        with_echo_stream=settings.messaging.resend_echo_wait > 0 and rabbit.queue_type == "classic",
+        # Only where checkpoints are (classic queues): the echo check starts from their
+        # anchor, and a finished answer is recorded when its checkpoint is acked alone.
+        with_streams=settings.messaging.resend_echo_wait > 0 and rabbit.queue_type == "classic",
     )
 
 

@@ -48,6 +48,13 @@ class Metrics:
             "X's echoes read from the echo stream by this worker (again after a reconnect).",
             registry=r,
         )
+        self.finished_answers = Counter(
+            "twitter_bot_bridge_finished_answers",
+            "Answers finished after a crash before their messages came back: recorded for "
+            "every worker, or found recorded for a message delivered again.",
+            ["event"],
+            registry=r,
+        )
         self.echo_confirmed_resends = Counter(
             "twitter_bot_bridge_echo_confirmed_replies",
             "Replies in doubt after a crash that X's echo showed were out: not sent again.",

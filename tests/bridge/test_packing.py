@@ -224,6 +224,61 @@ async def test_a_checkpoint_finished_before_its_pack_arrives_still_stays_with_th
     await restarted.client.close()
 
 
+async def test_a_checkpoint_acked_before_its_pack_arrives_leaves_a_record_the_next_process_finds(
+    aiohttp_server: Any, aiohttp_client: Any, rabbit_vhost: str
+) -> None:
+    """As above, but the pack never reaches the process that finished the DM from its
+    checkpoint: prefetch 1, and the message before the pack hangs until shutdown (as a
+    prefetch full of parked messages holds a pack back during a gateway outage). That
+    process is the only one knowing the DM is done; so it records the finished answer in
+    the stream every worker reads before it acks the checkpoint, and the next process,
+    given the pack, finds the DM done there and does not ask about, or answer, it again."""
+    first, done_dm, other = users_on_one_shard(3, shards=8)
+    event_ids = {first: "9310", done_dm: "9311", other: "9312"}
+
+    async def crashed(settings: Settings) -> None:
+        await leave_answered_checkpoints(settings, {done_dm: event_ids[done_dm]})
+        await publish_one_then_a_pack(settings, event_ids)
+
+    async def hang_on_the_first(request: RecordedRequest) -> Any:
+        if request.body["sender"]["id"] == first:
+            await asyncio.sleep(30)
+        return echo(request)
+
+    gateway = FakeGateway(token=GATEWAY_TOKEN)
+    gateway.on_message("bot-a", hang_on_the_first)
+    env = await start_bridge_env(
+        aiohttp_server,
+        aiohttp_client,
+        rabbit_vhost,
+        before_start=crashed,
+        gateway=gateway,
+        messaging=fast_messaging(prefetch=1, message_timeout=1.0, max_attempts=20),
+        rabbit={"pack_publishes": True},
+    )
+    await eventually(lambda: [r.body["sender"]["id"] for r in gateway.requests] == [first])
+    recorded = 'twitter_bot_bridge_finished_answers_total{event="recorded"} 1.0'
+    assert recorded in await env.metrics()
+    await env.client.close()  # shutdown: the first goes back; the pack never came here
+    assert env.x.sent_dms() == []
+
+    restarted = await start_bridge_env(
+        aiohttp_server,
+        aiohttp_client,
+        rabbit_vhost,
+        rabbit={"pack_publishes": True, "queue_prefix": env.settings.rabbit.queue_prefix},
+    )
+    await restarted.x.wait_for_dms(2, timeout=10)
+    await asyncio.sleep(0.5)  # the done DM answered again would show up now
+    assert sorted(dm.recipient_id for dm in restarted.x.sent_dms()) == sorted([first, other])
+    asked = [r.body["sender"]["id"] for r in restarted.gateway.requests_for("bot-a")]
+    assert sorted(asked) == sorted([first, other])
+    found = 'twitter_bot_bridge_finished_answers_total{event="found"} 1.0'
+    assert found in await restarted.metrics()
+    await restarted.client.close()
+    assert await drain_queued(restarted.settings) == []
+
+
 async def test_finished_checkpoints_waiting_for_their_messages_leave_prefetch_room(
     aiohttp_server: Any,
     aiohttp_client: Any,

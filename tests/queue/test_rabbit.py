@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 from tests.conftest import make_settings, read_echo_stream, read_echo_stream_messages
 from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT
 from tests.support.tcp_proxy import TcpProxy
+from tests.support.waiting import eventually
 from twitter_bot.app import build_queue, topology_for
 from twitter_bot.metrics import Metrics
 from twitter_bot.queue import rabbit as rabbit_module
@@ -217,11 +218,75 @@ async def test_echoes_published_together_share_messages_and_all_reach_the_reader
     assert 50 < len(messages) < 150  # the first 100 shared messages, the last 50 did not
 
 
+class FinishedReadings:
+    """What a finished-answers reader hands over, in the order it does."""
+
+    def __init__(self) -> None:
+        self.events: list[str] = []  # message ids, and "caught up" / "behind"
+        self.caught_up = asyncio.Event()
+
+    def record(self, envelope: Envelope) -> None:
+        self.events.append(envelope.message_id)
+
+    def state(self, done: bool) -> None:
+        self.events.append("caught up" if done else "behind")
+        if done:
+            self.caught_up.set()
+
+
+def finished(message_id: str) -> Envelope:
+    answer = [{"type": "text", "text": "echo: hi"}]
+    return replace(envelope(), message_id=message_id, progress={"answer": answer, "sent": 1})
+
+
+async def test_finished_answers_are_read_whole_and_the_reader_says_when_it_has_caught_up(
+    rabbit_vhost: str,
+) -> None:
+    """A worker that (re)connects reads every finished answer recorded before it, and
+    says it has caught up only after the last of them (a message looked up before then
+    would miss one); records made later reach it too, and after a reconnect it reads
+    them all again (it may have missed some meanwhile). Its end marker is not a record."""
+    settings = make_settings(rabbit_vhost)
+    writer = build_queue(settings, Metrics())
+    await writer.start()
+    proxy = TcpProxy(RABBIT_HOST, RABBIT_PORT)
+    await proxy.start()
+    readings = FinishedReadings()
+    prefix = settings.rabbit.queue_prefix
+    reader = build_queue(
+        make_settings(rabbit_vhost, port=proxy.port, queue_prefix=prefix), Metrics()
+    )
+    reader.consume_finished(readings.record, readings.state)
+    try:
+        assert await writer.wait_ready(5) and writer.finished_supported
+        for n in range(3):
+            await writer.record_finished(finished(str(n)))
+        await reader.start()
+        await asyncio.wait_for(readings.caught_up.wait(), 5)
+        assert readings.events == ["behind", "0", "1", "2", "caught up"]
+        await writer.record_finished(finished("3"))
+        await eventually(lambda: readings.events[-1] == "3")
+
+        readings.events.clear()
+        readings.caught_up.clear()
+        await proxy.cut()
+        while reader.ready:
+            await asyncio.sleep(0.01)
+        await proxy.restore()
+        await asyncio.wait_for(readings.caught_up.wait(), 15)
+        assert readings.events == ["behind", "0", "1", "2", "3", "caught up"]
+    finally:
+        await reader.stop()
+        await writer.stop()
+        await proxy.stop()
+
+
 async def test_a_broker_refusing_the_echo_stream_still_carries_the_dms(rabbit_vhost: str) -> None:
     """Without streams (RabbitMQ before 3.9, or the feature flag off) the broker refuses
     the echo stream; here a classic queue of that name makes it refuse for real. The
     link still comes up and carries the DMs; the refusal is logged naming the setting,
-    and echoes are not recorded (echoes_ready is False for the webhook)."""
+    and neither echoes (echoes_ready is False for the webhook) nor finished answers are
+    recorded."""
     settings = make_settings(rabbit_vhost)
     settings = replace(settings, messaging=replace(settings.messaging, resend_echo_wait=2.0))
     connection = await aio_pika.connect(
@@ -232,8 +297,10 @@ async def test_a_broker_refusing_the_echo_stream_still_carries_the_dms(rabbit_vh
         await channel.declare_queue(topology_for(settings).echo_stream, durable=True)
 
     received: asyncio.Queue[QueueDelivery] = asyncio.Queue()
+    readings = FinishedReadings()
     queue = build_queue(settings, Metrics())
     queue.consume_echoes(lambda echo: None)
+    queue.consume_finished(readings.record, readings.state)
     queue.consume(8, received.put_nowait)
     with capture_logs() as logs:
         await queue.start()
@@ -242,13 +309,17 @@ async def test_a_broker_refusing_the_echo_stream_still_carries_the_dms(rabbit_vh
             assert queue.echoes_supported and not queue.echoes_ready
             with pytest.raises(PublishError):
                 await queue.publish_echoes([envelope()])
+            with pytest.raises(PublishError):
+                await queue.record_finished(finished("42"))
+            # Nothing to read, so nothing to wait for before a message is looked up.
+            await asyncio.wait_for(readings.caught_up.wait(), 5)
             await queue.publish([envelope()])
             delivery = await asyncio.wait_for(received.get(), 5)
             assert delivery.envelope.message_id == "42"
             await delivery.ack()
         finally:
             await queue.stop()
-    [refused] = [log for log in logs if log["event"] == "broker.echo_stream_refused"]
+    [refused] = [log for log in logs if log["event"] == "broker.streams_refused"]
     assert refused["log_level"] == "error"
     assert "resend-echo-wait" in refused["setting"]
     assert not [log for log in logs if log["event"] == "broker.setup_failed"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT
+from tests.support.rabbit import RABBIT_HOST, RABBIT_PORT, streams_may_exist
 
 SECRETS = {
     "consumer_secret": "proc-consumer-secret-Kq3ZtW9x",
@@ -40,6 +40,7 @@ def write_config(
     extra: str = "",
 ) -> Path:
     """A config in the reference file's shape, with the test's ports and names."""
+    streams_may_exist(vhost, queue_prefix)
     s = SECRETS
     path.write_text(
         f"""

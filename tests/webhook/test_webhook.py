@@ -232,8 +232,9 @@ async def test_own_unknown_bot_and_non_dm_events_are_dropped_with_200(
     assert await drain_queued(settings) == []
     metrics = await (await client.get("/metrics")).text()
     assert 'twitter_bot_webhook_events_dropped_total{reason="own_message"} 1.0' in metrics
-    # Off, the echo stream is not even declared (a broker without streams must do).
+    # Off, the streams are not even declared (a broker without streams must do).
     assert not await queue_exists(settings, topology_for(settings).echo_stream)
+    assert not await queue_exists(settings, topology_for(settings).finished_stream)
     assert 'twitter_bot_webhook_events_dropped_total{reason="unknown_bot"} 1.0' in metrics
     assert 'twitter_bot_webhook_events_dropped_total{reason="not_a_dm"} 2.0' in metrics
 

@@ -27,6 +27,7 @@ import structlog
 
 from twitter_bot.bridge.admission import Admission, Unlimited
 from twitter_bot.bridge.echoes import RecentEchoes
+from twitter_bot.bridge.finished import FinishedAnswers
 from twitter_bot.bridge.ports import Delivery, Requeuer
 from twitter_bot.bridge.processor import (
     Answered,
@@ -70,6 +71,10 @@ CHECKPOINT_ORIGINAL_WAIT = 2.0
 # 0.4 s); the checkpoints that waited longer were orphans, whose message had been
 # acked, and each wait holds up its conversation.
 CHECKPOINT_MESSAGE_WAIT = 0.3
+# How long a message delivered again after a crash waits, at most, for the finished
+# answers to be read after a connect before it is asked from scratch (bridge/finished.py):
+# normally one round trip to the broker.
+FINISHED_CATCH_UP_WAIT = 2.0
 # How long a conversation about to be parked waits for its parked copies still on
 # their way back (normally milliseconds), so the new copies go in behind them.
 IN_TRANSIT_WAIT = 2.0
@@ -105,11 +110,15 @@ class ConversationScheduler:
         admission: Admission | None = None,
         echoes: RecentEchoes | None = None,
         echo_wait: float = 0.0,
+        finished: FinishedAnswers | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """``echoes``: X's echoes of the bots' DMs as they are read; a reply in doubt
-        after a crash waits up to ``echo_wait`` for its echo (bridge/echoes.py)."""
+        after a crash waits up to ``echo_wait`` for its echo (bridge/echoes.py).
+        ``finished``: answers finished from a crashed process's checkpoint before their
+        messages came back, recorded for every worker (bridge/finished.py)."""
         self._processor = processor
+        self._finished = finished
         self._echoes = echoes
         self._echo_wait = echo_wait if echoes is not None else 0.0
         self._admission = admission or Unlimited()
@@ -293,13 +302,9 @@ class ConversationScheduler:
         """Process and settle the head delivery; False when closing interrupted it unsettled."""
         envelope = delivery.envelope
         if envelope.headers.get(HEADER_CHECKPOINT):
-            if await self._checkpoint_is_stale(delivery, queue):
-                await self._settle(delivery)
-                return True
-            if _sent(envelope) >= len(_answer(envelope)):
-                await self._until_message_arrives(delivery, queue)
-            if self._closing.is_set():
-                return False  # it waited until closing: close() requeues it
+            settled = await self._before_checkpoint(delivery, queue)
+            if settled is not None:
+                return settled
         elif envelope.message_id in self._completed and not envelope.headers.get(HEADER_REDRIVEN):
             # A redelivery after a lost ack, or X's duplicate accepted by another
             # webhook instance (both copies land on this shard): done already.
@@ -314,13 +319,38 @@ class ConversationScheduler:
                 delivery, queue, envelope, reason="behind a parked message", followers=False
             )
             return True
-        if delivery.redelivered and not envelope.headers.get(HEADER_CHECKPOINT):
-            envelope = await self._freshest(delivery, queue)
+        else:
+            envelope = await self._resume_point(delivery, queue)
         if self._echo_wait > 0 and envelope.message_id not in self._progress_here:
             # Resumed from a checkpoint another process (or this one before a restart)
             # wrote: the reply after it may be out already.
             envelope = await self._confirmed_by_echo(envelope)
         return await self._attempt(delivery, envelope, queue)
+
+    async def _before_checkpoint(self, delivery: Delivery, queue: deque[Delivery]) -> bool | None:
+        """What comes before a checkpoint copy is worked on: None to go on with it, else
+        whether it was settled (True) or left for close() to requeue (False)."""
+        envelope = delivery.envelope
+        if await self._checkpoint_is_stale(delivery, queue):
+            await self._settle(delivery)
+            return True
+        finished = _finished(envelope)
+        if finished:
+            await self._until_message_arrives(delivery, queue)
+        if self._closing.is_set():
+            return False  # it waited until closing: close() requeues it
+        if finished and not _message_arrived(envelope.message_id, queue):
+            await self._record_finished(envelope)
+        return None
+
+    async def _resume_point(self, delivery: Delivery, queue: deque[Delivery]) -> Envelope:
+        """The envelope a message (not a checkpoint copy) is worked on from: after a crash,
+        with the most progress any copy, this process or any worker's record has."""
+        envelope = delivery.envelope
+        if delivery.redelivered:
+            envelope = await self._freshest(delivery, queue)
+        # Not only when redelivered: a parked copy is a new broker message.
+        return await self._recorded_finished(envelope)
 
     def _parked(self, envelope: Envelope, queue: deque[Delivery]) -> bool:
         """Whether the conversation has parked messages: on their way back, or queued here."""
@@ -350,6 +380,32 @@ class ConversationScheduler:
             log.info("bridge.resumed_from_memory", replies_sent=here.get("sent", 0))
             envelope = replace(envelope, progress=here)
         return envelope
+
+    async def _record_finished(self, envelope: Envelope) -> None:
+        """Record a finished answer whose checkpoint copy is about to be acked without its
+        message (bridge/finished.py). Best effort: without the record, a crash before
+        the message turns up here has its answer asked for and sent again."""
+        if self._finished is None:
+            return
+        try:
+            await self._finished.record(replace(envelope, headers={}))
+        except PublishError as exc:
+            log.warning("bridge.finished_answer_not_recorded", error=str(exc))
+            return
+        self._metrics.finished_answers.labels("recorded").inc()
+        log.info("bridge.finished_answer_recorded", replies_sent=_sent(envelope))
+
+    async def _recorded_finished(self, envelope: Envelope) -> Envelope:
+        """A message delivered again, with the final progress another worker recorded for
+        it, if any (bridge/finished.py): its answer is out, nothing is asked or sent."""
+        if self._finished is None or _finished(envelope):
+            return envelope
+        progress = await self._finished.progress_of(envelope.message_id, FINISHED_CATCH_UP_WAIT)
+        if progress is None or _rank(replace(envelope, progress=progress)) <= _rank(envelope):
+            return envelope
+        self._metrics.finished_answers.labels("found").inc()
+        log.info("bridge.resumed_from_finished_answer", replies_sent=progress.get("sent", 0))
+        return replace(envelope, progress=progress)
 
     async def _confirmed_by_echo(self, envelope: Envelope) -> Envelope:
         """The envelope with the replies X's echoes show are out counted as sent.
@@ -862,6 +918,11 @@ def _message_arrived(message_id: str, queue: deque[Delivery]) -> bool:
 
 def _sent(envelope: Envelope) -> int:
     return int((envelope.progress or {}).get("sent", 0))
+
+
+def _finished(envelope: Envelope) -> bool:
+    """Whether the envelope's progress says the whole answer is out."""
+    return envelope.progress is not None and _sent(envelope) >= len(_answer(envelope))
 
 
 def _answer(envelope: Envelope) -> list[Any]:

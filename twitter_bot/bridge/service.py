@@ -17,6 +17,7 @@ from aiohttp import web
 
 from twitter_bot.bridge.admission import Admission
 from twitter_bot.bridge.echoes import RecentEchoes
+from twitter_bot.bridge.finished import FinishedAnswers
 from twitter_bot.bridge.options import OfferedOptions
 from twitter_bot.bridge.outbound import MediaLimits, XReplySender
 from twitter_bot.bridge.processor import Processor, ProcessorOptions
@@ -55,6 +56,11 @@ class BridgeService:
             self._echoes = RecentEchoes()
             # Before consume (see RabbitQueue).
             queue.consume_echoes(partial(self._remember_echo, self._echoes))
+        # Answers finished after a crash before their messages came back (bridge/finished.py).
+        self._finished: FinishedAnswers | None = None
+        if queue.finished_supported:
+            self._finished = FinishedAnswers(queue.record_finished)
+            queue.consume_finished(self._finished.add, self._finished.caught_up)
         queue.consume(settings.messaging.prefetch, self._submit, self._link_lost)
 
     @property
@@ -129,6 +135,7 @@ class BridgeService:
                 checkpoint_hold_limit=m.prefetch // 2,
                 echoes=self._echoes,
                 echo_wait=m.resend_echo_wait,
+                finished=self._finished,
                 admission=self._admission,
             )
             yield

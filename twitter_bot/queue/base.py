@@ -99,6 +99,10 @@ PUSH_KIND = "push"
 # payload: SentEcho.to_dict(), X's echo of a DM a bot sent (not work: evidence, see
 # bridge/echoes.py)
 ECHO_KIND = "echo"
+# payload: {}, the finished-answers reader's own mark of how far the stream went when it
+# subscribed (queue/rabbit.py, FinishedReader); every other entry there is a message
+# with its final progress (bridge/finished.py)
+FINISHED_MARKER_KIND = "finished-marker"
 
 # Headers the bridge sets on messages it retries later or gives up on.
 HEADER_ATTEMPT = "x-attempt"  # int: attempts made so far
@@ -200,6 +204,23 @@ class MessageQueue(Protocol):
 
     def consume_echoes(self, deliver: Callable[[Envelope], None]) -> None:
         """Register a reader of the echoes (before ``start``): recent ones, then new ones."""
+        ...
+
+    @property
+    def finished_supported(self) -> bool:
+        """Whether answers finished after a crash can be recorded for every instance."""
+        ...
+
+    async def record_finished(self, envelope: Envelope) -> None:
+        """Durably record a message with its final progress (bridge/finished.py)."""
+        ...
+
+    def consume_finished(
+        self, deliver: Callable[[Envelope], None], caught_up: Callable[[bool], None]
+    ) -> None:
+        """Register a reader of the finished answers (before ``start``): all of them from
+        the start, then new ones; ``caught_up`` says whether it has read up to the end
+        as it was when it (re)subscribed."""
         ...
 
     async def park(self, envelopes: list[Envelope]) -> None:

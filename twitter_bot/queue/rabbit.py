@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import random
 import time
+import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from aio_pika.abc import (
 )
 
 from twitter_bot.queue.base import (
+    FINISHED_MARKER_KIND,
     HEADER_ATTEMPT,
     HEADER_BOT_ID,
     HEADER_CHECKPOINT,
@@ -80,6 +82,11 @@ ECHO_ACK_EVERY = 100
 # Echoes held while the broker link is down, newest kept (about 0.5 KB each).
 ECHO_HOLD = 10_000
 ECHO_CLOSE_TIMEOUT = 1.0
+# The finished-answers stream (bridge/finished.py): a few records, read whole at every
+# connect; they matter while a crashed process's messages can still come back, which a
+# gateway or X outage stretches to minutes.
+FINISHED_STREAM_MAX_AGE = "10m"
+FINISHED_PREFETCH = 100
 
 
 @dataclass(frozen=True)
@@ -92,9 +99,10 @@ class Topology:
     # checkpoints cannot overtake and are not used (see checkpoints_enabled).
     queue_type: str = "classic"
     delivery_limit: int = 20
-    # The echo stream exists only where it is used (resend-echo-wait, classic queues);
-    # a broker that refuses it costs the echo check only (declare_echo_stream).
-    with_echo_stream: bool = False
+    # The streams (X's echoes, the finished answers) exist only where they are used
+    # (resend-echo-wait, classic queues); a broker that refuses them costs what they
+    # add to resuming after a crash, nothing else (declare_streams).
+    with_streams: bool = False
 
     @property
     def checkpoints_enabled(self) -> bool:
@@ -121,6 +129,14 @@ class Topology:
     @property
     def echo_routing_key(self) -> str:
         return "echo"
+
+    @property
+    def finished_stream(self) -> str:
+        return f"{self.prefix}.finished"
+
+    @property
+    def finished_routing_key(self) -> str:
+        return "finished"
 
     @property
     def dead_letter_queue(self) -> str:
@@ -172,31 +188,36 @@ async def declare_topology(channel: AbstractChannel, topology: Topology) -> Abst
     return exchange
 
 
-async def declare_echo_stream(conn: AbstractConnection, topology: Topology) -> bool:
-    """Declare the echo stream on a channel of its own; False (logged) if the broker refuses.
+async def declare_streams(conn: AbstractConnection, topology: Topology) -> bool:
+    """Declare the echo and finished-answers streams on a channel of their own; False
+    (logged) if the broker refuses them.
 
-    X's echoes of the bots' DMs (bridge/echoes.py) go to a stream, so every instance
-    reads all of them, also those from before it (re)started; they age out alone. A
-    broker without streams (RabbitMQ before 3.9, or the stream_queue feature flag off)
-    refuses it, and that closes the channel, not the link: the daemon runs on without
-    the echo check rather than not at all.
+    Both are records every instance reads in full, also those from before it
+    (re)started, and they age out alone: X's echoes of the bots' DMs
+    (bridge/echoes.py) and the answers finished after a crash before their messages
+    came back (bridge/finished.py). A broker without streams (RabbitMQ before 3.9, or
+    the stream_queue feature flag off) refuses them, and that closes the channel, not
+    the link: the daemon runs on without them rather than not at all.
     """
     channel = await conn.channel()
     try:
-        echoes = await channel.declare_queue(
-            topology.echo_stream,
-            durable=True,
-            arguments={"x-queue-type": "stream", "x-max-age": ECHO_STREAM_MAX_AGE},
-        )
-        await echoes.bind(topology.exchange, topology.echo_routing_key)
+        for stream, routing_key, max_age in (
+            (topology.echo_stream, topology.echo_routing_key, ECHO_STREAM_MAX_AGE),
+            (topology.finished_stream, topology.finished_routing_key, FINISHED_STREAM_MAX_AGE),
+        ):
+            queue = await channel.declare_queue(
+                stream, durable=True, arguments={"x-queue-type": "stream", "x-max-age": max_age}
+            )
+            await queue.bind(topology.exchange, routing_key)
     except aiormq.exceptions.ChannelClosed as exc:  # PRECONDITION_FAILED, NOT_ALLOWED...
         log.error(
-            "broker.echo_stream_refused",
-            stream=topology.echo_stream,
+            "broker.streams_refused",
+            streams=[topology.echo_stream, topology.finished_stream],
             error=str(exc)[:300],
-            effect="no echo check: a reply in doubt after a crash is sent again",
+            effect="after a crash, a reply in doubt and an answer finished while its "
+            "message was held elsewhere may be sent again",
             setting="chatbots.twitter-bot.webhooks-messaging.resend-echo-wait "
-            "(needs RabbitMQ 3.9+ with streams; 0 turns the check off)",
+            "(needs RabbitMQ 3.9+ with streams; 0 turns them off)",
         )
         return False
     finally:
@@ -383,8 +404,8 @@ class RabbitPublisher:
         # and stream entry each cost more than the echo is worth (bench/echo_cost.py).
         self._echo_packer = ShardPacker(self._send_echo_pack)
         self._held_echoes: deque[Envelope] = deque(maxlen=ECHO_HOLD)
-        # Whether the broker refused the echo stream at the last connect (declare_echo_stream).
-        self.echo_stream_refused = False
+        # Whether the broker refused the streams at the last connect (declare_streams).
+        self.streams_refused = False
         self._channel: AbstractChannel | None = None
         self._exchange: AbstractExchange | None = None
         connection.on_connected(self._open_channel)
@@ -398,9 +419,9 @@ class RabbitPublisher:
         # instead of a silent drop (aio-pika's default).
         channel = await conn.channel(publisher_confirms=True, on_return_raises=True)
         self._exchange = await declare_topology(channel, self._topology)
-        if self._topology.with_echo_stream:
-            self.echo_stream_refused = not await declare_echo_stream(conn, self._topology)
-            if not self.echo_stream_refused:
+        if self._topology.with_streams:
+            self.streams_refused = not await declare_streams(conn, self._topology)
+            if not self.streams_refused:
                 await self._append_held_echoes(self._exchange)
         self._channel = channel
 
@@ -463,7 +484,7 @@ class RabbitPublisher:
         and X may never deliver them again, yet they matter most right after an outage,
         when the replies in doubt are resumed from checkpoints.
         """
-        if self.echo_stream_refused:
+        if self.streams_refused:
             raise PublishError("the broker refused the echo stream")
         try:
             self._require_exchange()
@@ -472,6 +493,16 @@ class RabbitPublisher:
         except (PublishError, TimeoutError) as exc:
             self._held_echoes.extend(envelopes)
             log.info("broker.echoes_held", count=len(envelopes), error=str(exc))
+
+    async def record_finished(self, envelope: Envelope) -> None:
+        """Append an envelope to the finished-answers stream; PublishError unless confirmed."""
+        if self.streams_refused:
+            raise PublishError("the broker refused the finished-answers stream")
+        try:
+            async with asyncio.timeout(self._confirm_timeout):
+                await self._send_packed(self._topology.finished_routing_key, [envelope])
+        except TimeoutError as exc:
+            raise PublishError("record not confirmed in time") from exc
 
     async def _append_held_echoes(self, exchange: AbstractExchange) -> None:
         """At a connect (on its new channel's ``exchange``): append the echoes held while
@@ -851,57 +882,77 @@ class RabbitConsumer:
                 await channel.close()
 
 
-class EchoReader:
-    """Reads the echo stream on a channel of its own, from ``ECHO_LOOKBACK`` seconds back
-    at every (re)connect, and hands each echo's envelope over (repeats included)."""
+class StreamReader:
+    """Reads one stream on a channel of its own, from ``_offset()`` at every (re)connect,
+    and hands each envelope over (repeats included)."""
+
+    stream_kind = "stream"
 
     def __init__(
         self,
         connection: RabbitConnection,
         topology: Topology,
+        stream: str,
         deliver: Callable[[Envelope], None],
-        lookback: float = ECHO_LOOKBACK,
+        prefetch: int,
     ) -> None:
         self._topology = topology
+        self._stream = stream
         self._deliver = deliver
-        self._lookback = lookback
+        self._prefetch = prefetch
+        self._ack_every = max(1, min(ECHO_ACK_EVERY, prefetch // 2))
         self._unacked = 0
         self._channel: AbstractChannel | None = None
         self._stopped = False
         connection.on_connected(self._subscribe)
+
+    def _offset(self) -> Any:
+        raise NotImplementedError
+
+    async def _subscribed(self, channel: AbstractChannel) -> None:
+        """Called once the consumer is in place."""
+
+    def _unreadable(self) -> None:
+        """Called when the stream cannot be read at this connect."""
+
+    def _take(self, envelope: Envelope) -> None:
+        self._deliver(envelope)
 
     async def _subscribe(self, conn: AbstractConnection) -> None:
         if self._stopped:
             return
         channel = await conn.channel()
         self._unacked = 0  # a new channel's delivery tags start again
-        await channel.set_qos(prefetch_count=ECHO_PREFETCH)  # a stream consumer needs one
+        await channel.set_qos(prefetch_count=self._prefetch)  # a stream consumer needs one
         try:
-            stream = await channel.get_queue(self._topology.echo_stream, ensure=True)
-            since = datetime.now(UTC) - timedelta(seconds=self._lookback)
-            await stream.consume(self._on_message, arguments={"x-stream-offset": since})
+            stream = await channel.get_queue(self._stream, ensure=True)
+            await stream.consume(self._on_message, arguments={"x-stream-offset": self._offset()})
         except aiormq.exceptions.ChannelClosed as exc:
-            # No stream (declare_echo_stream logged why): the rest of the link is fine.
-            log.warning("broker.echo_stream_not_read", error=str(exc)[:200])
+            # No stream (declare_streams logged why): the rest of the link is fine.
+            log.warning("broker.stream_not_read", stream=self._stream, error=str(exc)[:200])
+            self._unreadable()
             return
         channel.close_callbacks.add(self._on_channel_closed)
         self._channel = channel
+        await self._subscribed(channel)
 
     def _on_channel_closed(self, *_: Any) -> None:
         if not self._stopped:
             # Not worth a reconnect of everything: the next one subscribes again.
-            log.warning("broker.echo_channel_lost")
+            log.warning("broker.stream_channel_lost", stream=self._stream)
 
     async def _on_message(self, message: AbstractIncomingMessage) -> None:
         try:
             envelopes = decode_message(message.body, message.headers)
         except (ValueError, KeyError, TypeError) as exc:
-            log.warning("broker.undecodable_echo", error=str(exc)[:200])
+            log.warning(
+                "broker.undecodable_stream_entry", stream=self._stream, error=str(exc)[:200]
+            )
         else:
             for envelope in envelopes:
-                self._deliver(envelope)
+                self._take(envelope)
         self._unacked += 1
-        if self._unacked >= ECHO_ACK_EVERY:
+        if self._unacked >= self._ack_every:
             self._unacked = 0
             with contextlib.suppress(Exception):  # only flow control: see ECHO_ACK_EVERY
                 await message.ack(multiple=True)
@@ -915,6 +966,68 @@ class EchoReader:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(ECHO_CLOSE_TIMEOUT):
                     await channel.close()
+
+
+class EchoReader(StreamReader):
+    """Reads the echo stream from ``ECHO_LOOKBACK`` seconds back at every (re)connect."""
+
+    def __init__(
+        self,
+        connection: RabbitConnection,
+        topology: Topology,
+        deliver: Callable[[Envelope], None],
+        lookback: float = ECHO_LOOKBACK,
+    ) -> None:
+        super().__init__(connection, topology, topology.echo_stream, deliver, ECHO_PREFETCH)
+        self._lookback = lookback
+
+    def _offset(self) -> Any:
+        return datetime.now(UTC) - timedelta(seconds=self._lookback)
+
+
+class FinishedReader(StreamReader):
+    """Reads the whole finished-answers stream at every (re)connect, and says when it has
+    read all that was in it: it appends a marker of its own once subscribed, and is
+    caught up when the marker comes back (a stream has no other way to tell its end).
+
+    ``caught_up(False)`` at each subscribe, ``caught_up(True)`` once caught up, or when
+    the stream cannot be read at all (there is nothing to wait for then).
+    """
+
+    def __init__(
+        self,
+        connection: RabbitConnection,
+        topology: Topology,
+        deliver: Callable[[Envelope], None],
+        caught_up: Callable[[bool], None],
+    ) -> None:
+        super().__init__(connection, topology, topology.finished_stream, deliver, FINISHED_PREFETCH)
+        self._caught_up = caught_up
+        self._marker = ""
+
+    def _offset(self) -> Any:
+        return "first"
+
+    async def _subscribed(self, channel: AbstractChannel) -> None:
+        self._caught_up(False)
+        self._marker = uuid.uuid4().hex
+        marker = Envelope(FINISHED_MARKER_KIND, self._marker, "", {}, time.time())
+        exchange = await channel.get_exchange(self._topology.exchange, ensure=False)
+        try:
+            await exchange.publish(
+                _message_of([marker]), routing_key=self._topology.finished_routing_key
+            )
+        except Exception as exc:  # the link is going: the next connect tries again
+            log.warning("broker.finished_marker_not_sent", error=repr(exc)[:200])
+
+    def _unreadable(self) -> None:
+        self._caught_up(True)
+
+    def _take(self, envelope: Envelope) -> None:
+        if envelope.kind != FINISHED_MARKER_KIND:
+            self._deliver(envelope)
+        elif envelope.message_id == self._marker:
+            self._caught_up(True)
 
 
 class RabbitQueue:
@@ -949,7 +1062,7 @@ class RabbitQueue:
             on_packed=on_packed,
         )
         self._consumer: RabbitConsumer | None = None
-        self._echo_reader: EchoReader | None = None
+        self._readers: list[StreamReader] = []
         self._prober: asyncio.Task[None] | None = None
 
     @property
@@ -980,18 +1093,32 @@ class RabbitQueue:
 
     @property
     def echoes_supported(self) -> bool:
-        return self._topology.with_echo_stream
+        return self._topology.with_streams
 
     @property
     def echoes_ready(self) -> bool:
-        return self._topology.with_echo_stream and not self._publisher.echo_stream_refused
+        return self._topology.with_streams and not self._publisher.streams_refused
+
+    @property
+    def finished_supported(self) -> bool:
+        return self._topology.with_streams
 
     def consume_echoes(self, deliver: Callable[[Envelope], None]) -> None:
         if self._consumer is not None:
             # Subscribed after the shard consumer, its set-up would delay the moment the
             # connection counts as up while deliveries already arrive and need to publish.
             raise RuntimeError("consume_echoes must come before consume")
-        self._echo_reader = EchoReader(self._connection, self._topology, deliver)
+        self._readers.append(EchoReader(self._connection, self._topology, deliver))
+
+    def consume_finished(
+        self, deliver: Callable[[Envelope], None], caught_up: Callable[[bool], None]
+    ) -> None:
+        if self._consumer is not None:
+            raise RuntimeError("consume_finished must come before consume")  # as echoes
+        self._readers.append(FinishedReader(self._connection, self._topology, deliver, caught_up))
+
+    async def record_finished(self, envelope: Envelope) -> None:
+        await self._publisher.record_finished(envelope)
 
     async def publish_echoes(self, envelopes: list[Envelope]) -> None:
         await self._publisher.publish_echoes(envelopes)
@@ -1010,8 +1137,8 @@ class RabbitQueue:
             prober.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await prober
-        if self._echo_reader is not None:
-            await self._echo_reader.stop()  # first: bounded, unlike the consumer's calls
+        for reader in self._readers:
+            await reader.stop()  # first: bounded, unlike the consumer's calls
         if self._consumer is not None:
             await self._consumer.stop()
             await self._consumer.close()
