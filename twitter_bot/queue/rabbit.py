@@ -886,8 +886,6 @@ class StreamReader:
     """Reads one stream on a channel of its own, from ``_offset()`` at every (re)connect,
     and hands each envelope over (repeats included)."""
 
-    stream_kind = "stream"
-
     def __init__(
         self,
         connection: RabbitConnection,
@@ -909,6 +907,9 @@ class StreamReader:
     def _offset(self) -> Any:
         raise NotImplementedError
 
+    def _subscribing(self) -> None:
+        """Called before the consumer is in place (it may get entries at once)."""
+
     async def _subscribed(self, channel: AbstractChannel) -> None:
         """Called once the consumer is in place."""
 
@@ -926,6 +927,7 @@ class StreamReader:
         await channel.set_qos(prefetch_count=self._prefetch)  # a stream consumer needs one
         try:
             stream = await channel.get_queue(self._stream, ensure=True)
+            self._subscribing()
             await stream.consume(self._on_message, arguments={"x-stream-offset": self._offset()})
         except aiormq.exceptions.ChannelClosed as exc:
             # No stream (declare_streams logged why): the rest of the link is fine.
@@ -1008,9 +1010,12 @@ class FinishedReader(StreamReader):
     def _offset(self) -> Any:
         return "first"
 
-    async def _subscribed(self, channel: AbstractChannel) -> None:
+    def _subscribing(self) -> None:
+        # Before the consumer: the last subscribe's marker, read again, must not count.
         self._caught_up(False)
         self._marker = uuid.uuid4().hex
+
+    async def _subscribed(self, channel: AbstractChannel) -> None:
         marker = Envelope(FINISHED_MARKER_KIND, self._marker, "", {}, time.time())
         exchange = await channel.get_exchange(self._topology.exchange, ensure=False)
         try:
