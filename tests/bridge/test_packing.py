@@ -8,6 +8,7 @@ import itertools
 import re
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -16,7 +17,12 @@ import pytest
 from tests.conftest import BOT_A_USER_ID, drain_queued
 from tests.fakes.fake_gateway import FakeGateway, RecordedRequest, echo
 from tests.queue.test_rabbit import queue_depths
-from tests.support.bridge_env import GATEWAY_TOKEN, fast_messaging, start_bridge_env
+from tests.support.bridge_env import (
+    GATEWAY_TOKEN,
+    BridgeEnv,
+    fast_messaging,
+    start_bridge_env,
+)
 from tests.support.deliveries import aaa_delivery, dm_event
 from tests.support.waiting import eventually
 from twitter_bot.app import build_queue
@@ -62,9 +68,12 @@ async def publish_one_then_a_pack(settings: Settings, event_ids: dict[str, str])
         await queue.stop()
 
 
-async def leave_answered_checkpoints(settings: Settings, event_ids: dict[str, str]) -> None:
+async def leave_answered_checkpoints(
+    settings: Settings, event_ids: dict[str, str], replies: int = 1
+) -> None:
     """What a process killed after answering these "hi" DMs (user -> event id) leaves:
-    a checkpoint of each with its one reply sent."""
+    a checkpoint of each with its first reply sent, of ``replies`` ("echo: hi", then
+    "more: n")."""
     queue = build_queue(settings, Metrics())
     await queue.start()
     try:
@@ -72,9 +81,55 @@ async def leave_answered_checkpoints(settings: Settings, event_ids: dict[str, st
         for user, event_id in event_ids.items():
             dm = queued_dm(settings, event_id, user, "hi")
             answer = [{"type": "text", "text": "echo: hi"}]
+            answer += [{"type": "text", "text": f"more: {n}"} for n in range(1, replies)]
             await queue.checkpoint(replace(dm, progress={"answer": answer, "sent": 1}))
     finally:
         await queue.stop()
+
+
+def a_done_dm_in_a_pack(
+    done_dm: str, event_ids: dict[str, str], replies: int = 1
+) -> Callable[[Settings], Awaitable[None]]:
+    """What a process killed with ``done_dm`` answered leaves: its checkpoint (first of
+    ``replies`` replies out), and the DMs (user -> event id) queued one then a pack,
+    ``done_dm`` in the pack."""
+
+    async def crashed(settings: Settings) -> None:
+        await leave_answered_checkpoints(settings, {done_dm: event_ids[done_dm]}, replies)
+        await publish_one_then_a_pack(settings, event_ids)
+
+    return crashed
+
+
+def gateway_taking(
+    seconds: dict[str, float], answer: Callable[[RecordedRequest], Any] = echo
+) -> FakeGateway:
+    """A gateway for bot A that takes this long (by sender id, else no time) to answer."""
+
+    async def slow_answer(request: RecordedRequest) -> Any:
+        await asyncio.sleep(seconds.get(request.body["sender"]["id"], 0))
+        return answer(request)
+
+    gateway = FakeGateway(token=GATEWAY_TOKEN)
+    gateway.on_message("bot-a", slow_answer)
+    return gateway
+
+
+async def restart_and_wait(
+    aiohttp_server: Any, aiohttp_client: Any, env: BridgeEnv, dms: int, **kw: Any
+) -> BridgeEnv:
+    """A new process on ``env``'s queues, once it has sent ``dms`` DMs and a moment more
+    (a done DM answered again would show up then)."""
+    restarted = await start_bridge_env(
+        aiohttp_server,
+        aiohttp_client,
+        env.settings.rabbit.virtual_host,
+        rabbit={"pack_publishes": True, "queue_prefix": env.settings.rabbit.queue_prefix},
+        **kw,
+    )
+    await restarted.x.wait_for_dms(dms, timeout=10)
+    await asyncio.sleep(0.5)
+    return restarted
 
 
 def metric_value(metrics: str, name: str) -> float:
@@ -130,19 +185,12 @@ async def test_at_shutdown_a_pack_with_a_dm_unfinished_goes_back_whole_and_only_
     def answer(request: RecordedRequest) -> Any:
         return [{"type": "text", "text": f"{n}: {request.text}"} for n in range(replies)]
 
-    async def hang_for_one_user(request: RecordedRequest) -> Any:
-        if request.body["sender"]["id"] == slow:
-            await asyncio.sleep(30)
-        return answer(request)
-
-    gateway = FakeGateway(token=GATEWAY_TOKEN)
-    gateway.on_message("bot-a", hang_for_one_user)
     env = await start_bridge_env(
         aiohttp_server,
         aiohttp_client,
         rabbit_vhost,
         before_start=queued,
-        gateway=gateway,
+        gateway=gateway_taking({slow: 30}, answer),
         messaging=fast_messaging(message_timeout=1.0, max_attempts=20),
         rabbit={"pack_publishes": True},
     )
@@ -151,19 +199,15 @@ async def test_at_shutdown_a_pack_with_a_dm_unfinished_goes_back_whole_and_only_
     sent = sorted(dm.recipient_id for dm in env.x.sent_dms())
     assert sent == sorted([first, fast_a, fast_b] * replies)
 
-    restarted_gateway = FakeGateway(token=GATEWAY_TOKEN)
-    restarted_gateway.on_message("bot-a", answer)
-    restarted = await start_bridge_env(
+    restarted = await restart_and_wait(
         aiohttp_server,
         aiohttp_client,
-        rabbit_vhost,
-        gateway=restarted_gateway,
+        env,
+        replies,
+        gateway=gateway_taking({}, answer),
         # One message at a time: the first checkpoint it gets must be the newest.
         messaging=fast_messaging(prefetch=1),
-        rabbit={"pack_publishes": True, "queue_prefix": env.settings.rabbit.queue_prefix},
     )
-    await restarted.x.wait_for_dms(replies, timeout=10)
-    await asyncio.sleep(0.5)  # a done DM answered again would show up now
     assert [(dm.recipient_id, dm.text) for dm in restarted.x.sent_dms()] == [
         (slow, f"{n}: hi") for n in range(replies)
     ]
@@ -185,23 +229,12 @@ async def test_a_checkpoint_finished_before_its_pack_arrives_still_stays_with_th
     in the pack is checkpointed again to go with it."""
     first, done_dm, slow = users_on_one_shard(3, shards=8)
     event_ids = {first: "9300", done_dm: "9301", slow: "9302"}
-
-    async def crashed(settings: Settings) -> None:
-        await leave_answered_checkpoints(settings, {done_dm: event_ids[done_dm]})
-        await publish_one_then_a_pack(settings, event_ids)
-
-    async def answer(request: RecordedRequest) -> Any:
-        sender = request.body["sender"]["id"]
-        await asyncio.sleep({first: first_takes, slow: 30}.get(sender, 0))
-        return echo(request)
-
-    gateway = FakeGateway(token=GATEWAY_TOKEN)
-    gateway.on_message("bot-a", answer)
+    gateway = gateway_taking({first: first_takes, slow: 30})
     env = await start_bridge_env(
         aiohttp_server,
         aiohttp_client,
         rabbit_vhost,
-        before_start=crashed,
+        before_start=a_done_dm_in_a_pack(done_dm, event_ids),
         gateway=gateway,
         messaging=fast_messaging(prefetch=2, message_timeout=5.0),
         rabbit={"pack_publishes": True},
@@ -211,47 +244,32 @@ async def test_a_checkpoint_finished_before_its_pack_arrives_still_stays_with_th
     await env.client.close()  # shutdown: the slow DM is unfinished, its pack goes back
     assert [dm.recipient_id for dm in env.x.sent_dms()] == [first]
 
-    restarted = await start_bridge_env(
-        aiohttp_server,
-        aiohttp_client,
-        rabbit_vhost,
-        rabbit={"pack_publishes": True, "queue_prefix": env.settings.rabbit.queue_prefix},
-    )
-    await restarted.x.wait_for_dms(1, timeout=10)
-    await asyncio.sleep(0.5)  # the done DM answered again would show up now
+    restarted = await restart_and_wait(aiohttp_server, aiohttp_client, env, 1)
     assert [dm.recipient_id for dm in restarted.x.sent_dms()] == [slow]
     assert [r.body["sender"]["id"] for r in restarted.gateway.requests_for("bot-a")] == [slow]
     await restarted.client.close()
 
 
+@pytest.mark.parametrize("replies", [1, 2])
 async def test_a_checkpoint_acked_before_its_pack_arrives_leaves_a_record_the_next_process_finds(
-    aiohttp_server: Any, aiohttp_client: Any, rabbit_vhost: str
+    aiohttp_server: Any, aiohttp_client: Any, rabbit_vhost: str, replies: int
 ) -> None:
     """As above, but the pack never reaches the process that finished the DM from its
     checkpoint: prefetch 1, and the message before the pack hangs until shutdown (as a
     prefetch full of parked messages holds a pack back during a gateway outage). That
     process is the only one knowing the DM is done; so it records the finished answer in
     the stream every worker reads before it acks the checkpoint, and the next process,
-    given the pack, finds the DM done there and does not ask about, or answer, it again."""
+    given the pack, finds the DM done there and does not ask about, or answer, it again.
+    With two replies, the checkpoint has the second still to send: the DM is finished
+    (and recorded) only once it is out."""
     first, done_dm, other = users_on_one_shard(3, shards=8)
     event_ids = {first: "9310", done_dm: "9311", other: "9312"}
-
-    async def crashed(settings: Settings) -> None:
-        await leave_answered_checkpoints(settings, {done_dm: event_ids[done_dm]})
-        await publish_one_then_a_pack(settings, event_ids)
-
-    async def hang_on_the_first(request: RecordedRequest) -> Any:
-        if request.body["sender"]["id"] == first:
-            await asyncio.sleep(30)
-        return echo(request)
-
-    gateway = FakeGateway(token=GATEWAY_TOKEN)
-    gateway.on_message("bot-a", hang_on_the_first)
+    gateway = gateway_taking({first: 30})
     env = await start_bridge_env(
         aiohttp_server,
         aiohttp_client,
         rabbit_vhost,
-        before_start=crashed,
+        before_start=a_done_dm_in_a_pack(done_dm, event_ids, replies),
         gateway=gateway,
         messaging=fast_messaging(prefetch=1, message_timeout=1.0, max_attempts=20),
         rabbit={"pack_publishes": True},
@@ -260,16 +278,9 @@ async def test_a_checkpoint_acked_before_its_pack_arrives_leaves_a_record_the_ne
     recorded = 'twitter_bot_bridge_finished_answers_total{event="recorded"} 1.0'
     assert recorded in await env.metrics()
     await env.client.close()  # shutdown: the first goes back; the pack never came here
-    assert env.x.sent_dms() == []
+    assert [dm.text for dm in env.x.sent_dms()] == ["more: 1"] * (replies - 1)
 
-    restarted = await start_bridge_env(
-        aiohttp_server,
-        aiohttp_client,
-        rabbit_vhost,
-        rabbit={"pack_publishes": True, "queue_prefix": env.settings.rabbit.queue_prefix},
-    )
-    await restarted.x.wait_for_dms(2, timeout=10)
-    await asyncio.sleep(0.5)  # the done DM answered again would show up now
+    restarted = await restart_and_wait(aiohttp_server, aiohttp_client, env, 2)
     assert sorted(dm.recipient_id for dm in restarted.x.sent_dms()) == sorted([first, other])
     asked = [r.body["sender"]["id"] for r in restarted.gateway.requests_for("bot-a")]
     assert sorted(asked) == sorted([first, other])

@@ -334,13 +334,10 @@ class ConversationScheduler:
         if await self._checkpoint_is_stale(delivery, queue):
             await self._settle(delivery)
             return True
-        finished = _finished(envelope)
-        if finished:
+        if _finished(envelope):
             await self._until_message_arrives(delivery, queue)
         if self._closing.is_set():
             return False  # it waited until closing: close() requeues it
-        if finished and not _message_arrived(envelope.message_id, queue):
-            await self._record_finished(envelope)
         return None
 
     async def _resume_point(self, delivery: Delivery, queue: deque[Delivery]) -> Envelope:
@@ -382,9 +379,10 @@ class ConversationScheduler:
         return envelope
 
     async def _record_finished(self, envelope: Envelope) -> None:
-        """Record a finished answer whose checkpoint copy is about to be acked without its
-        message (bridge/finished.py). Best effort: without the record, a crash before
-        the message turns up here has its answer asked for and sent again."""
+        """Record an answer finished from a checkpoint copy about to be acked without its
+        message (bridge/finished.py): out when the copy came, or sent out from it. Best
+        effort: without the record, a crash before the message turns up here has its
+        answer asked for and sent again."""
         if self._finished is None:
             return
         try:
@@ -824,6 +822,10 @@ class ConversationScheduler:
             self._finished_from_copy[envelope.message_id] = envelope.progress
             while len(self._finished_from_copy) > RECENTLY_COMPLETED:
                 self._finished_from_copy.popitem(last=False)
+            queue = self._queues.get(envelope.conversation_id, deque())
+            if outcome == "delivered" and not _message_arrived(envelope.message_id, queue):
+                # Acked alone, this copy was the only record: another one first.
+                await self._record_finished(envelope)
         await self._settle(delivery)
         sent = (envelope.progress or {}).get("sent", 0)
         self._metrics.messages_bridged.labels(outcome).inc()
