@@ -76,7 +76,8 @@ def delete_test_streams() -> None:
     stock install) it fails to open any file and stops. Queues cost no files when idle.
     Runs its own event loop in a thread: it is called outside the tests' loops.
     """
-    owners, _ = list(_STREAM_OWNERS), _STREAM_OWNERS.clear()
+    owners = list(_STREAM_OWNERS)
+    _STREAM_OWNERS.clear()
     if not owners:
         return
     errors: list[BaseException] = []
@@ -108,6 +109,5 @@ async def _delete_streams(owners: list[tuple[str, str]]) -> None:
         async with connection:
             channel = await connection.channel()
             for prefix in prefixes:
-                topology = Topology(prefix=prefix, shards=1)
-                for stream in (topology.echo_stream, topology.finished_stream):
+                for stream, _, _ in Topology(prefix=prefix, shards=1).streams:
                     await channel.queue_delete(stream)  # idempotent: none is fine

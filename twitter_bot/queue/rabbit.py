@@ -139,6 +139,14 @@ class Topology:
         return "finished"
 
     @property
+    def streams(self) -> tuple[tuple[str, str, str], ...]:
+        """Each stream: its name, its routing key and how long it keeps entries."""
+        return (
+            (self.echo_stream, self.echo_routing_key, ECHO_STREAM_MAX_AGE),
+            (self.finished_stream, self.finished_routing_key, FINISHED_STREAM_MAX_AGE),
+        )
+
+    @property
     def dead_letter_queue(self) -> str:
         return f"{self.prefix}.dead-letter"
 
@@ -201,10 +209,7 @@ async def declare_streams(conn: AbstractConnection, topology: Topology) -> bool:
     """
     channel = await conn.channel()
     try:
-        for stream, routing_key, max_age in (
-            (topology.echo_stream, topology.echo_routing_key, ECHO_STREAM_MAX_AGE),
-            (topology.finished_stream, topology.finished_routing_key, FINISHED_STREAM_MAX_AGE),
-        ):
+        for stream, routing_key, max_age in topology.streams:
             queue = await channel.declare_queue(
                 stream, durable=True, arguments={"x-queue-type": "stream", "x-max-age": max_age}
             )
@@ -212,7 +217,7 @@ async def declare_streams(conn: AbstractConnection, topology: Topology) -> bool:
     except aiormq.exceptions.ChannelClosed as exc:  # PRECONDITION_FAILED, NOT_ALLOWED...
         log.error(
             "broker.streams_refused",
-            streams=[topology.echo_stream, topology.finished_stream],
+            streams=[name for name, _, _ in topology.streams],
             error=str(exc)[:300],
             effect="after a crash, a reply in doubt and an answer finished while its "
             "message was held elsewhere may be sent again",
