@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import BOT_A_USER_ID, drain_queued
+from tests.conftest import BOT_A_USER_ID, RABBIT_HOST, RABBIT_PORT, drain_queued
 from tests.fakes.fake_gateway import FakeGateway, RecordedRequest, echo
 from tests.queue.test_rabbit import queue_depths
 from tests.support.bridge_env import (
@@ -24,6 +24,7 @@ from tests.support.bridge_env import (
     start_bridge_env,
 )
 from tests.support.deliveries import aaa_delivery, dm_event
+from tests.support.tcp_proxy import TcpProxy
 from tests.support.waiting import eventually
 from twitter_bot.app import build_queue
 from twitter_bot.bridge import scheduler as scheduler_module
@@ -130,6 +131,14 @@ async def restart_and_wait(
     await restarted.x.wait_for_dms(dms, timeout=10)
     await asyncio.sleep(0.5)
     return restarted
+
+
+async def duplicates_dropped(env: BridgeEnv, count: int, timeout: float = 15.0) -> None:
+    """Wait until the bridge has found ``count`` deliveries of messages it had done."""
+    deadline = time.monotonic() + timeout
+    while f"twitter_bot_bridge_duplicates_dropped_total {count}.0" not in await env.metrics():
+        assert time.monotonic() < deadline, f"not {count} duplicates dropped in {timeout} s"
+        await asyncio.sleep(0.05)
 
 
 def metric_value(metrics: str, name: str) -> float:
@@ -286,6 +295,61 @@ async def test_a_checkpoint_acked_before_its_pack_arrives_leaves_a_record_the_ne
     assert sorted(asked) == sorted([first, other])
     found = 'twitter_bot_bridge_finished_answers_total{event="found"} 1.0'
     assert found in await restarted.metrics()
+    await restarted.client.close()
+    assert await drain_queued(restarted.settings) == []
+
+
+@pytest.mark.parametrize(
+    ("from_a_copy", "prefetch"), [(False, 1), (True, 2)], ids=["answered here", "from a copy"]
+)
+async def test_a_done_dm_found_again_in_its_pack_after_a_broker_cut_is_checkpointed_again(
+    aiohttp_server: Any, aiohttp_client: Any, rabbit_vhost: str, from_a_copy: bool, prefetch: int
+) -> None:
+    """A pack of two DMs: one is done here (answered here, or from a crashed process's
+    checkpoint that waited for the pack), the bot hangs on the other. The broker link
+    drops and comes back: the same process gets the done DM's checkpoints again and acks
+    them at once (it knows the DM is done; the pack comes only once one is acked), then
+    the pack. The done DM, found in it again, is checkpointed again to go with the pack,
+    every time and not only the first: after a shutdown, a restart neither asks about
+    nor answers it again."""
+    first, done_dm, slow = users_on_one_shard(3, shards=8)
+    event_ids = {first: "9320", done_dm: "9321", slow: "9322"}
+    proxy = TcpProxy(RABBIT_HOST, RABBIT_PORT)
+    await proxy.start()
+
+    async def queued(settings: Settings) -> None:
+        if from_a_copy:
+            await leave_answered_checkpoints(settings, {done_dm: event_ids[done_dm]})
+        await publish_one_then_a_pack(settings, event_ids)
+
+    gateway = gateway_taking({slow: 30})
+    try:
+        env = await start_bridge_env(
+            aiohttp_server,
+            aiohttp_client,
+            rabbit_vhost,
+            before_start=queued,
+            gateway=gateway,
+            messaging=fast_messaging(prefetch=prefetch, message_timeout=5.0),
+            rabbit={"pack_publishes": True, "port": proxy.port},
+        )
+        answered_here = [first] if from_a_copy else [first, done_dm]
+        await env.x.wait_for_dms(len(answered_here), timeout=10)
+        await eventually(lambda: any(r.body["sender"]["id"] == slow for r in gateway.requests))
+        assert sorted(dm.recipient_id for dm in env.x.sent_dms()) == sorted(answered_here)
+        # Finished from the copy, the DM is then found done in its pack.
+        found_done = int(from_a_copy)
+        await duplicates_dropped(env, found_done)
+        await proxy.cut()
+        await proxy.restore()
+        await duplicates_dropped(env, found_done + 1)  # the pack came again
+        await env.client.close()  # shutdown: the slow DM is unfinished, its pack goes back
+    finally:
+        await proxy.stop()
+
+    restarted = await restart_and_wait(aiohttp_server, aiohttp_client, env, 1)
+    assert [dm.recipient_id for dm in restarted.x.sent_dms()] == [slow]
+    assert [r.body["sender"]["id"] for r in restarted.gateway.requests_for("bot-a")] == [slow]
     await restarted.client.close()
     assert await drain_queued(restarted.settings) == []
 

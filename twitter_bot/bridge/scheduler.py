@@ -75,6 +75,11 @@ CHECKPOINT_MESSAGE_WAIT = 0.3
 # answers to be read after a connect before it is asked from scratch (bridge/finished.py):
 # normally one round trip to the broker.
 FINISHED_CATCH_UP_WAIT = 2.0
+# How long a message done here and found again in an open pack tries to checkpoint
+# again (see _found_done), and how often: after a broker cut the publisher reconnects
+# on its own backoff (at most 5 s between tries), maybe after the consumer.
+FOUND_DONE_CHECKPOINT_WAIT = 6.0
+FOUND_DONE_CHECKPOINT_RETRY = 0.5
 # How long a conversation about to be parked waits for its parked copies still on
 # their way back (normally milliseconds), so the new copies go in behind them.
 IN_TRANSIT_WAIT = 2.0
@@ -149,9 +154,9 @@ class ConversationScheduler:
         # comes back with checkpoints that may lag a reply (its checkpoint failed with the
         # link): this record, not theirs, says what is out.
         self._progress_here: OrderedDict[str, dict[str, Any]] = OrderedDict()
-        # Per message id: the final progress of a message finished from a checkpoint
-        # copy (after a crash) rather than from its own delivery; see _found_done.
-        self._finished_from_copy: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        # Per message id: the final progress of a message finished while its broker
+        # message stayed open (a part of a pack) or from a checkpoint copy; see _found_done.
+        self._final_progress: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._closing = asyncio.Event()
         self._late: list[Delivery] = []
 
@@ -798,30 +803,47 @@ class ConversationScheduler:
             await self._checkpoint(envelope)
 
     async def _found_done(self, delivery: Delivery, envelope: Envelope) -> None:
-        """Checkpoint again a message that a checkpoint copy finished, found in an open pack.
+        """Checkpoint again a message done here, found again in an open pack.
 
-        After a crash the copy comes first (priority) and, when its pack is slow to
-        come, it is acked alone. Then the pack arrives and stays open until its other
-        parts are done: a second crash meanwhile would deliver it with nothing left to
-        say this part is done, and its answer would be asked for and sent again. The
-        new checkpoint goes with the pack (RabbitDelivery.ack), like _checkpoint_done's.
+        Its checkpoints may all be acked by now: after a crash, a copy that finished it
+        comes first (priority) and, when the pack is slow to come, is acked alone; after
+        the broker link dropped, the checkpoints come back to the process that knows the
+        message is done, ahead of the pack, and are acked as stale. The pack stays open
+        until its other parts are done: a crash meanwhile would deliver it with nothing
+        left to say this part is done, and its answer would be asked for and sent again.
+        So every time, not only the first: the new checkpoint goes with the pack
+        (RabbitDelivery.ack), like _checkpoint_done's. After a broker cut the consumer
+        may be back before the publisher: the checkpoint is tried again for a while.
+        Then best effort: the part is acked all the same. Requeued instead, its pack
+        would go back once settled and could reach a worker that asks again.
         """
-        progress = self._finished_from_copy.pop(envelope.message_id, None)
+        progress = self._final_progress.get(envelope.message_id)
         if progress is None or delivery.ack_settles:
             return
         log.info("bridge.checkpointed_again_with_its_pack", replies_sent=progress.get("sent", 0))
-        with contextlib.suppress(_CheckpointFailed):
-            await self._checkpoint(replace(envelope, headers={}, progress=progress))
+        copy = replace(envelope, headers={}, progress=progress)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FOUND_DONE_CHECKPOINT_WAIT
+        while True:
+            try:
+                await self._checkpoint(copy)
+                return
+            except _CheckpointFailed:
+                if not delivery.valid or self._closing.is_set() or loop.time() >= deadline:
+                    return
+                await self._wait(FOUND_DONE_CHECKPOINT_RETRY)
 
     async def _finish(self, delivery: Delivery, envelope: Envelope, outcome: str) -> None:
         self._completed[envelope.message_id] = None
         self._progress_here.pop(envelope.message_id, None)
         while len(self._completed) > RECENTLY_COMPLETED:
             self._completed.popitem(last=False)
-        if delivery.envelope.headers.get(HEADER_CHECKPOINT) and envelope.progress is not None:
-            self._finished_from_copy[envelope.message_id] = envelope.progress
-            while len(self._finished_from_copy) > RECENTLY_COMPLETED:
-                self._finished_from_copy.popitem(last=False)
+        from_copy = bool(delivery.envelope.headers.get(HEADER_CHECKPOINT))
+        if envelope.progress is not None and (from_copy or not delivery.ack_settles):
+            self._final_progress[envelope.message_id] = envelope.progress
+            while len(self._final_progress) > RECENTLY_COMPLETED:
+                self._final_progress.popitem(last=False)
+        if from_copy and envelope.progress is not None:
             queue = self._queues.get(envelope.conversation_id, deque())
             if outcome == "delivered" and not _message_arrived(envelope.message_id, queue):
                 # Acked alone, this copy was the only record: another one first.
