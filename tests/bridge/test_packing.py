@@ -133,14 +133,6 @@ async def restart_and_wait(
     return restarted
 
 
-async def duplicates_dropped(env: BridgeEnv, count: int, timeout: float = 15.0) -> None:
-    """Wait until the bridge has found ``count`` deliveries of messages it had done."""
-    deadline = time.monotonic() + timeout
-    while f"twitter_bot_bridge_duplicates_dropped_total {count}.0" not in await env.metrics():
-        assert time.monotonic() < deadline, f"not {count} duplicates dropped in {timeout} s"
-        await asyncio.sleep(0.05)
-
-
 def metric_value(metrics: str, name: str) -> float:
     match = re.search(rf"^{re.escape(name)} (\S+)$", metrics, re.MULTILINE)
     assert match, f"{name} not in /metrics"
@@ -339,10 +331,11 @@ async def test_a_done_dm_found_again_in_its_pack_after_a_broker_cut_is_checkpoin
         assert sorted(dm.recipient_id for dm in env.x.sent_dms()) == sorted(answered_here)
         # Finished from the copy, the DM is then found done in its pack.
         found_done = int(from_a_copy)
-        await duplicates_dropped(env, found_done)
+        dropped = "twitter_bot_bridge_duplicates_dropped_total"
+        await env.until_metric(f"{dropped} {found_done}.0", 15)
         await proxy.cut()
         await proxy.restore()
-        await duplicates_dropped(env, found_done + 1)  # the pack came again
+        await env.until_metric(f"{dropped} {found_done + 1}.0", 15, "the pack again")
         await env.client.close()  # shutdown: the slow DM is unfinished, its pack goes back
     finally:
         await proxy.stop()

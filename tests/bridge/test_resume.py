@@ -117,10 +117,7 @@ async def test_a_crashed_workers_first_checkpoint_waits_for_a_newer_one_before_s
     await checkpoint(env.settings, 2, message=True)
 
     done = 'twitter_bot_bridge_messages_total{outcome="delivered"} 1.0'
-    deadline = time.monotonic() + 10
-    while done not in await env.metrics():
-        assert time.monotonic() < deadline, "the message was never bridged"
-        await asyncio.sleep(0.05)
+    await env.until_metric(done, 10, "the message bridged")
     await asyncio.sleep(0.5)  # a reply sent from the first checkpoint would show up now
     assert env.x.sent_dms() == []
     assert env.gateway.requests == []

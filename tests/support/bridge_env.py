@@ -64,6 +64,13 @@ class BridgeEnv:
     async def metrics(self) -> str:
         return await (await self.client.get("/metrics")).text()
 
+    async def until_metric(self, line: str, timeout: float = 10.0, what: str = "") -> None:
+        """Wait until /metrics shows ``line`` (a sample and its value); fail if not in time."""
+        deadline = time.monotonic() + timeout
+        while line not in await self.metrics():
+            assert time.monotonic() < deadline, f"{what or line} not in {timeout:g} s"
+            await asyncio.sleep(0.05)
+
     async def dead_letters(
         self, expect: int, timeout: float = 10.0
     ) -> list[aio_pika.abc.AbstractIncomingMessage]:
