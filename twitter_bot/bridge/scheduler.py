@@ -372,13 +372,13 @@ class ConversationScheduler:
         envelope = delivery.envelope
         absorbed = await self._checkpoint_siblings(delivery, queue)
         for other in absorbed:
-            if _rank(other.envelope) > _rank(envelope):
+            if _rank(other.envelope.progress) > _rank(envelope.progress):
                 envelope = replace(envelope, progress=other.envelope.progress)
             self._seen_own_checkpoint(envelope.message_id)  # if it was ours, it is back
             await self._settle(other)
         self._remove(queue, absorbed)
         here = self._progress_here.get(envelope.message_id)
-        if here is not None and _rank(replace(envelope, progress=here)) > _rank(envelope):
+        if here is not None and _rank(here) > _rank(envelope.progress):
             log.info("bridge.resumed_from_memory", replies_sent=here.get("sent", 0))
             envelope = replace(envelope, progress=here)
         return envelope
@@ -404,7 +404,7 @@ class ConversationScheduler:
         if self._finished is None or _finished(envelope):
             return envelope
         progress = await self._finished.progress_of(envelope.message_id, FINISHED_CATCH_UP_WAIT)
-        if progress is None or _rank(replace(envelope, progress=progress)) <= _rank(envelope):
+        if progress is None or _rank(progress) <= _rank(envelope.progress):
             return envelope
         self._metrics.finished_answers.labels("found").inc()
         log.info("bridge.resumed_from_finished_answer", replies_sent=progress.get("sent", 0))
@@ -953,6 +953,6 @@ def _answer(envelope: Envelope) -> list[Any]:
     return list((envelope.progress or {}).get("answer") or [])
 
 
-def _rank(envelope: Envelope) -> tuple[bool, int]:
-    """How far a message got: answered at all, then replies sent."""
-    return envelope.progress is not None, _sent(envelope)
+def _rank(progress: dict[str, Any] | None) -> tuple[bool, int]:
+    """How far a message got by its progress: answered at all, then replies sent."""
+    return progress is not None, int((progress or {}).get("sent", 0))
